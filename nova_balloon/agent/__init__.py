@@ -1,0 +1,1 @@
+"""The compute-node agent: the oslo.service that runs the control cycle."""

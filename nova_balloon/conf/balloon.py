@@ -1,0 +1,177 @@
+"""The [balloon] group: how the agent moves guests' balloons."""
+
+from oslo_config import cfg
+
+balloon_group = cfg.OptGroup(
+    'balloon',
+    title='Balloon agent options',
+    help="""
+Options of nova-balloon-agent, the compute-node service that moves the virtio
+balloons of this node's guests within the bounds of their flavor policies.
+""")
+
+agent_opts = [
+    cfg.StrOpt('policy',
+               default='adaptive',
+               help="""
+Name of the balloon policy: a plugin in the ``nova_balloon.policies``
+entry-point namespace. The policy proposes targets; the safety rules that
+every target passes through cannot be changed by a policy.
+
+Possible values:
+
+* ``adaptive``: (default) keeps a memory buffer above each guest's demand
+  and shares host memory by ``balloon:shares`` under contention.
+* The name of any policy another package registers in the namespace.
+"""),
+    cfg.IntOpt('interval',
+               default=2,
+               min=1,
+               max=3600,
+               help="""
+Seconds between two control cycles of the agent.
+
+Related options:
+
+* ``stats_period``: statistics older than this interval are not fresh.
+"""),
+    cfg.IntOpt('stats_period',
+               default=2,
+               min=1,
+               max=3600,
+               help="""
+Balloon statistics period, in seconds, set on each managed guest that has
+none. Guests that already have one (Nova's ``[libvirt]
+mem_stats_period_seconds``) keep theirs. The agent never shrinks a guest whose
+statistics did not refresh within a few periods.
+"""),
+    cfg.BoolOpt('dry_run',
+                default=False,
+                help="""
+Log every decision the agent would take but never change a balloon. Use it to
+roll out the agent and check its decisions before letting it act.
+"""),
+    cfg.BoolOpt('restore_on_stop',
+                default=True,
+                help="""
+When the agent stops (SIGTERM), give every guest it shrank its full memory
+back before exiting.
+"""),
+    cfg.BoolOpt('manage_unmanaged_guests',
+                default=False,
+                help="""
+Also manage guests that carry no Nova metadata (not created by Nova), with the
+default policy options below. By default such guests are never touched.
+"""),
+    cfg.StrOpt('flavor_policy_file',
+               help="""
+Path of a YAML file that maps flavor names to balloon policy keys, for clouds
+whose Nova does not write flavor extra specs into the domain XML (before
+2025.2). Example::
+
+    m1.large:
+      balloon:overcommit_ratio: 1.5
+      balloon:min_memory_mb: 2048
+
+Precedence, per key: the flavor's extra specs in the domain XML, then this
+file, then the ``default_*`` options.
+"""),
+    cfg.StrOpt('state_file',
+               default='/run/nova-balloon/state.json',
+               help="""
+Where the agent records, after each cycle, the targets it set and why, and its
+liveness. ``nova-balloon status`` reads it, and a restarted agent adopts the
+targets found there.
+"""),
+]
+
+policy_default_opts = [
+    cfg.FloatOpt('default_overcommit_ratio',
+                 default=1.0,
+                 min=1.0,
+                 max=64.0,
+                 help="""
+Overcommit ratio of flavors that set no ``balloon:overcommit_ratio``: a guest
+may be reclaimed down to its flavor RAM divided by this ratio. 1.0, the
+default, never reclaims memory from such guests, so ballooning is opt-in per
+flavor.
+"""),
+    cfg.IntOpt('default_min_memory_mb',
+               default=256,
+               min=0,
+               help="""
+Absolute floor, in MiB, of flavors that set no ``balloon:min_memory_mb``. A
+guest's floor is the higher of this and flavor RAM / overcommit ratio.
+"""),
+    cfg.IntOpt('default_shares',
+               default=1000,
+               min=1,
+               max=1000000,
+               help="""
+Weight of a guest whose flavor sets no ``balloon:shares`` when guests compete
+for host memory: a guest with twice the shares keeps twice the buffer.
+"""),
+]
+
+safety_opts = [
+    cfg.IntOpt('headroom_mb',
+               default=64,
+               min=0,
+               help="""
+Memory, in MiB, that the agent always leaves free in a guest on top of what
+the guest uses. No policy can shrink a guest below its use plus this headroom
+(or ``headroom_percent``, whichever is larger).
+"""),
+    cfg.FloatOpt('headroom_percent',
+                 default=10.0,
+                 min=0.0,
+                 max=100.0,
+                 help="""
+Headroom as a percentage of the guest's flavor RAM; the larger of this and
+``headroom_mb`` applies.
+"""),
+    cfg.IntOpt('max_shrink_mb_per_cycle',
+               default=128,
+               min=1,
+               help="""
+The most, in MiB, that one guest's balloon may be shrunk in one cycle. Growth
+is not limited: a guest that needs memory gets it at once.
+"""),
+    cfg.IntOpt('dead_band_mb',
+               default=16,
+               min=0,
+               help="""
+Target changes smaller than this, in MiB, are not applied, so that balloons do
+not move for noise. Growth of a guest short of memory is always applied.
+"""),
+]
+
+policy_opts = [
+    cfg.IntOpt('host_reserve_mb',
+               default=1024,
+               min=0,
+               help="""
+Host memory, in MiB, that the adaptive policy keeps free. Below it the policy
+reclaims idle memory from guests harder (down to the headroom, by shares);
+above it every guest keeps a comfortable buffer.
+"""),
+    cfg.FloatOpt('buffer_percent',
+                 default=25.0,
+                 min=0.0,
+                 max=400.0,
+                 help="""
+Adaptive policy: free memory kept in a guest, as a percentage of the memory it
+uses, when the host is not short of memory (as Hyper-V's memory buffer).
+"""),
+]
+
+ALL_OPTS = agent_opts + policy_default_opts + safety_opts + policy_opts
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(balloon_group)
+    conf.register_opts(ALL_OPTS, group=balloon_group)
+
+
+def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
+    return {balloon_group: ALL_OPTS}

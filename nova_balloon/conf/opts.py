@@ -1,0 +1,13 @@
+"""Entry point of oslo-config-generator: every option group of nova-balloon."""
+
+from oslo_config import cfg
+
+from nova_balloon.conf import balloon
+from nova_balloon.conf import libvirt
+
+_MODULES = (balloon, libvirt)
+
+
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
+    return [(group, opts) for module in _MODULES
+            for group, opts in module.list_opts().items()]

@@ -1,0 +1,175 @@
+"""The thin shell around the planner: collect, plan, apply, remember, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+
+from oslo_log import log as logging
+
+from nova_balloon.controller import planner
+from nova_balloon.flavor_policy import PolicyFile
+from nova_balloon.model import Action, Decision, HostSnapshot, mib
+from nova_balloon.policies import Policy
+from nova_balloon.virt.driver import Driver, DriverUnavailable, GuestActionFailed
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleReport:
+    """What one cycle did; the agent publishes it for `nova-balloon status`."""
+
+    plan: planner.Plan | None
+    applied: dict[str, int]
+    errors: dict[str, str]
+    outage: str | None
+    duration_s: float
+
+
+class Controller:
+    """Runs control cycles on one driver; thread-safe, one cycle at a time."""
+
+    def __init__(self, driver: Driver, policy: Policy, settings: planner.Settings,
+                 policy_file: PolicyFile, dry_run: bool,
+                 memory: dict[str, planner.GuestMemory] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.driver = driver
+        self.policy = policy
+        self.settings = settings
+        self.policy_file = policy_file
+        self.dry_run = dry_run
+        self.memory: dict[str, planner.GuestMemory] = dict(memory or {})
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._outage: str | None = None
+        self._ignore_reasons: dict[str, str] = {}
+        self._periods_set: set[str] = set()
+
+    def run_cycle(self) -> CycleReport:
+        with self._lock:
+            return self._run_cycle()
+
+    def _run_cycle(self) -> CycleReport:
+        started = self.clock()
+        try:
+            collection = self.driver.collect()
+        except DriverUnavailable as exc:
+            if self._outage is None:
+                LOG.warning('Hypervisor unreachable, balloons stay as they are until it '
+                            'is back: %s', exc)
+            self._outage = str(exc)
+            return CycleReport(None, {}, {}, self._outage, self.clock() - started)
+        if self._outage is not None:
+            LOG.info('Hypervisor reachable again after an outage; resuming with the '
+                     'targets in force')
+            self._outage = None
+
+        host = HostSnapshot(collection.host_total_kib, collection.host_available_kib,
+                            started)
+        plan = planner.plan(host, collection.samples, self.policy,
+                            self.policy_file.flavors(), self.memory, self.settings)
+        applied, errors = self._apply(plan, host)
+        previous, self.memory = self.memory, plan.memory
+        for uuid in errors:
+            # Not applied: the guest keeps what the agent remembered before.
+            before = previous.get(uuid)
+            self.memory[uuid] = dataclasses.replace(
+                self.memory[uuid], target_kib=before.target_kib if before else None,
+                shrunk=before.shrunk if before else False)
+        self._set_stats_periods(plan)
+        return CycleReport(plan, applied, errors, None, self.clock() - started)
+
+    def _apply(self, plan: planner.Plan, host: HostSnapshot) -> tuple[dict[str, int],
+                                                                      dict[str, str]]:
+        applied: dict[str, int] = {}
+        errors: dict[str, str] = {}
+        for decision in plan.decisions:
+            self._log(decision, plan, host)
+            if decision.action not in (Action.GROW, Action.SHRINK) or self.dry_run:
+                continue
+            assert decision.target_kib is not None
+            try:
+                self.driver.set_target(decision.uuid, decision.target_kib)
+                applied[decision.uuid] = decision.target_kib
+            except (GuestActionFailed, DriverUnavailable) as exc:
+                LOG.info('Guest %s (%s): target %s MiB not applied: %s', decision.name,
+                         decision.uuid, mib(decision.target_kib), exc)
+                errors[decision.uuid] = str(exc)
+        return applied, errors
+
+    def _log(self, decision: Decision, plan: planner.Plan, host: HostSnapshot) -> None:
+        if decision.action is Action.IGNORE:
+            if self._ignore_reasons.get(decision.uuid) != decision.reason:
+                LOG.info('Guest %s (%s) not managed: %s', decision.name, decision.uuid,
+                         decision.reason)
+            self._ignore_reasons[decision.uuid] = decision.reason
+            return
+        self._ignore_reasons.pop(decision.uuid, None)
+        view = plan.views.get(decision.uuid)
+        figures = ''
+        if view is not None:
+            figures = (f'actual {mib(view.actual_kib)} MiB, usable {mib(view.usable_kib)} '
+                       f'MiB, use {mib(view.demand_kib)} MiB, stats '
+                       f'{"fresh" if view.stats_fresh else "stale"}, host available '
+                       f'{mib(host.available_kib)} MiB; ')
+        if decision.action is Action.HOLD:
+            LOG.debug('Guest %s (%s): hold at %s MiB (%s%s)', decision.name, decision.uuid,
+                      mib(decision.target_kib), figures, decision.reason)
+            return
+        LOG.info('%sGuest %s (%s): %s to %s MiB (%s%s)',
+                 'DRY RUN, not applied: ' if self.dry_run else '', decision.name,
+                 decision.uuid, decision.action.value, mib(decision.target_kib), figures,
+                 decision.reason)
+
+    def _set_stats_periods(self, plan: planner.Plan) -> None:
+        """Managed guests need a stats period, or their stats never refresh."""
+        for uuid, item in plan.classified.items():
+            if item.ignore_reason is not None or item.sample.facts.stats_period_s or \
+                    uuid in self._periods_set:
+                continue
+            period = self.settings.stats_period_s
+            if self.dry_run:
+                LOG.info('DRY RUN, not applied: guest %s (%s) has no balloon stats period; '
+                         'would set %d s', item.sample.facts.name, uuid, period)
+            else:
+                try:
+                    self.driver.set_stats_period(uuid, period)
+                    LOG.info('Guest %s (%s): balloon stats period set to %d s',
+                             item.sample.facts.name, uuid, period)
+                except (GuestActionFailed, DriverUnavailable) as exc:
+                    LOG.info('Guest %s (%s): stats period not set: %s',
+                             item.sample.facts.name, uuid, exc)
+                    continue
+            self._periods_set.add(uuid)
+        self._periods_set &= set(plan.classified)
+
+    def restore_all(self) -> dict[str, int]:
+        """Give every guest the agent shrank its full memory back (on stop)."""
+        with self._lock:
+            restored: dict[str, int] = {}
+            try:
+                collection = self.driver.collect()
+            except DriverUnavailable as exc:
+                LOG.warning('Cannot restore guests on stop, hypervisor unreachable: %s', exc)
+                return restored
+            for sample in collection.samples:
+                uuid = sample.facts.uuid
+                remembered = self.memory.get(uuid)
+                if remembered is None or not remembered.shrunk:
+                    continue
+                ceiling = sample.facts.max_memory_kib
+                try:
+                    self.driver.set_target(uuid, ceiling)
+                except (GuestActionFailed, DriverUnavailable) as exc:
+                    LOG.warning('Guest %s (%s): not restored on stop: %s',
+                                sample.facts.name, uuid, exc)
+                    continue
+                restored[uuid] = ceiling
+                self.memory[uuid] = planner.GuestMemory(ceiling, sample.stats.actual_kib,
+                                                        False)
+                LOG.info('Guest %s (%s): restored to its full %s MiB on stop',
+                         sample.facts.name, uuid, mib(ceiling))
+            return restored

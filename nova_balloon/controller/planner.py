@@ -1,0 +1,176 @@
+"""One control cycle as a pure function: samples and memory in, decisions out.
+
+``plan`` classifies every guest (managed, or ignored with a reason), turns the
+managed ones into ``GuestView``s, asks the policy for targets and passes each
+one through the safety rules. It does no I/O; the caller supplies the time,
+the flavor policy file's contents and what the agent remembers per guest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nova_balloon import flavor_policy
+from nova_balloon.model import (
+    Action, BalloonStats, Decision, FlavorPolicy, GuestSample, GuestView, HostSnapshot,
+    RunState, mib,
+)
+from nova_balloon.policies import Policy
+from nova_balloon.safety import SafetyLimits, guard
+
+# Statistics count as fresh for this many stats periods plus one cycle.
+STALE_AFTER_PERIODS = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    defaults: flavor_policy.PolicyDefaults
+    manage_unmanaged_guests: bool
+    limits: SafetyLimits
+    interval_s: float
+    stats_period_s: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GuestMemory:
+    """What the agent remembers of a guest from one cycle to the next."""
+
+    target_kib: int | None
+    actual_kib: int | None
+    # The agent set a target below the ceiling: it owes the guest a restore.
+    shrunk: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Classified:
+    """A guest's bounds and whether the agent manages it."""
+
+    sample: GuestSample
+    policy: FlavorPolicy | None
+    floor_kib: int | None
+    ignore_reason: str | None
+
+    @property
+    def ceiling_kib(self) -> int:
+        return self.sample.facts.max_memory_kib
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    decisions: list[Decision]
+    classified: dict[str, Classified]
+    views: dict[str, GuestView]
+    memory: dict[str, GuestMemory]
+
+
+def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
+             settings: Settings) -> Classified:
+    """Decide whether the agent may manage this guest, and within which bounds."""
+    facts = sample.facts
+
+    def ignored(reason: str, policy: FlavorPolicy | None = None) -> Classified:
+        return Classified(sample, policy, None, reason)
+
+    if facts.unballoonable:
+        return ignored(facts.unballoonable)
+    if sample.run_state is RunState.MIGRATING:
+        return ignored('migration in progress')
+    if sample.run_state is not RunState.RUNNING:
+        return ignored(f'not running ({sample.run_state.value})')
+    if facts.nova is None and not settings.manage_unmanaged_guests:
+        return ignored('no Nova metadata (see [balloon] manage_unmanaged_guests)')
+    flavor_name = facts.nova.flavor_name if facts.nova else None
+    try:
+        policy = flavor_policy.resolve(
+            facts.nova.extra_specs if facts.nova else None,
+            policy_file.get(flavor_name) if flavor_name else None,
+            settings.defaults, facts.max_memory_kib)
+    except flavor_policy.PolicyError as exc:
+        return ignored(f'invalid flavor policy: {exc}')
+    if not policy.enabled:
+        return ignored(f'{flavor_policy.ENABLED}=false', policy)
+    floor = policy.floor_kib(facts.max_memory_kib)
+    if floor >= facts.max_memory_kib:
+        return ignored(f'not reclaimable: floor equals flavor RAM (ratio '
+                       f'{policy.overcommit_ratio:g})', policy)
+    return Classified(sample, policy, floor, None)
+
+
+def _valid_stats(stats: BalloonStats) -> bool:
+    """The guest writes these figures: accept only self-consistent ones."""
+    if stats.actual_kib is None or stats.usable_kib is None:
+        return False
+    numbers = (stats.actual_kib, stats.usable_kib, stats.unused_kib,
+               stats.available_kib, stats.swap_in_kib, stats.major_faults)
+    if any(n is not None and n < 0 for n in numbers):
+        return False
+    return stats.usable_kib <= stats.actual_kib
+
+
+def stats_fresh(sample: GuestSample, settings: Settings) -> bool:
+    period = sample.facts.stats_period_s or settings.stats_period_s
+    age = sample.stats_age_s
+    return age is not None and -settings.interval_s <= age <= \
+        STALE_AFTER_PERIODS * period + settings.interval_s
+
+
+def make_view(item: Classified, memory: GuestMemory | None, settings: Settings) -> GuestView:
+    stats = item.sample.stats
+    facts = item.sample.facts
+    assert item.policy is not None and item.floor_kib is not None
+    actual = stats.actual_kib if stats.actual_kib is not None else facts.max_memory_kib
+    target = memory.target_kib if memory else None
+    valid = _valid_stats(stats)
+    previous_actual = memory.actual_kib if memory else None
+    return GuestView(
+        uuid=facts.uuid, name=facts.name,
+        ceiling_kib=facts.max_memory_kib, floor_kib=item.floor_kib,
+        shares=item.policy.shares, actual_kib=actual, target_kib=target,
+        usable_kib=stats.usable_kib if valid else None,
+        demand_kib=actual - stats.usable_kib if valid and stats.usable_kib is not None
+        else None,
+        swap_in_kib=stats.swap_in_kib, major_faults=stats.major_faults,
+        stats_fresh=stats_fresh(item.sample, settings),
+        deflated_on_oom=(target is not None and previous_actual is not None
+                         and actual > target and actual > previous_actual))
+
+
+def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
+         policy_file: Mapping[str, Mapping[str, Any]],
+         memory: Mapping[str, GuestMemory], settings: Settings) -> Plan:
+    classified = {s.facts.uuid: classify(s, policy_file, settings) for s in samples}
+    views = {u: make_view(c, memory.get(u), settings)
+             for u, c in classified.items() if c.ignore_reason is None}
+    proposals = policy.propose(host, list(views.values())) if views else {}
+
+    decisions = []
+    new_memory = {}
+    for uuid, item in classified.items():
+        remembered = memory.get(uuid)
+        actual = item.sample.stats.actual_kib
+        if item.ignore_reason is None:
+            decision = guard(views[uuid], proposals.get(uuid), settings.limits)
+        else:
+            decision = _ignored_decision(item, remembered)
+        target = decision.target_kib if decision.action is not Action.IGNORE else (
+            remembered.target_kib if remembered else None)
+        shrunk = (remembered.shrunk if remembered else False)
+        if decision.action in (Action.GROW, Action.SHRINK):
+            shrunk = decision.target_kib is not None and decision.target_kib < item.ceiling_kib
+        decisions.append(decision)
+        new_memory[uuid] = GuestMemory(target, actual, shrunk)
+    return Plan(decisions, classified, views, new_memory)
+
+
+def _ignored_decision(item: Classified, remembered: GuestMemory | None) -> Decision:
+    """Guests the agent does not manage; one it shrank earlier gets its memory back."""
+    facts = item.sample.facts
+    assert item.ignore_reason is not None
+    running = item.sample.run_state is RunState.RUNNING and facts.unballoonable is None
+    if remembered is not None and remembered.shrunk and running:
+        return Decision(facts.uuid, facts.name, Action.GROW, facts.max_memory_kib,
+                        f'restoring full memory {mib(facts.max_memory_kib)} MiB: '
+                        f'{item.ignore_reason}')
+    return Decision(facts.uuid, facts.name, Action.IGNORE, None, item.ignore_reason)

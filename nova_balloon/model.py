@@ -1,0 +1,149 @@
+"""Immutable snapshots the controller decides on.
+
+Everything here is data: the libvirt driver, the simulator and the tests build
+these records, and the policies and safety rules are pure functions of them.
+Memory is in KiB, as libvirt counts it; field names carry the unit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+KIB_PER_MIB = 1024
+
+
+def mib(kib: int | None) -> int | None:
+    """KiB to whole MiB, for logs and tables."""
+    return None if kib is None else kib // KIB_PER_MIB
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NovaMetadata:
+    """What Nova's libvirt driver wrote into the domain's <metadata>."""
+
+    instance_name: str | None
+    flavor_name: str | None
+    flavor_memory_mb: int | None
+    # None when this Nova writes no extra specs (before 2025.2).
+    extra_specs: dict[str, str] | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GuestFacts:
+    """Per-domain facts from its XML: parsed when the domain appears or changes."""
+
+    uuid: str
+    name: str
+    max_memory_kib: int
+    nova: NovaMetadata | None
+    # Why the hypervisor cannot balloon this guest at all (device level), or None.
+    unballoonable: str | None
+    stats_period_s: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BalloonStats:
+    """One guest's balloon statistics as libvirt reports them.
+
+    libvirt's names are a trap: ``usable`` is the guest's MemAvailable,
+    ``available`` its MemTotal, ``actual`` the balloon size. The guest writes
+    all of these itself, so none of them is trusted blindly.
+    """
+
+    actual_kib: int | None = None
+    usable_kib: int | None = None
+    unused_kib: int | None = None
+    available_kib: int | None = None
+    swap_in_kib: int | None = None
+    major_faults: int | None = None
+    last_update: int | None = None
+
+
+class RunState(enum.Enum):
+    RUNNING = 'running'
+    PAUSED = 'paused'
+    MIGRATING = 'migrating'
+    OTHER = 'other'
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GuestSample:
+    """What a driver observed of one guest in one collection."""
+
+    facts: GuestFacts
+    stats: BalloonStats
+    run_state: RunState
+    # Seconds since the guest last refreshed its statistics, None if unknown.
+    stats_age_s: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostSnapshot:
+    """The compute node's memory, as /proc/meminfo shows it."""
+
+    total_kib: int
+    available_kib: int
+    # Seconds on a monotonic clock; lets policies keep rates and history
+    # without reading a clock themselves.
+    now: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FlavorPolicy:
+    """The balloon bounds an operator set for one flavor."""
+
+    overcommit_ratio: float
+    min_memory_mb: int
+    shares: int
+    enabled: bool
+    # Where each value came from, for `status` and logs.
+    source: str
+
+    def floor_kib(self, ceiling_kib: int) -> int:
+        """The higher of flavor RAM / ratio and the absolute minimum, capped at the ceiling."""
+        by_ratio = int(ceiling_kib / self.overcommit_ratio)
+        return min(ceiling_kib, max(by_ratio, self.min_memory_mb * KIB_PER_MIB))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GuestView:
+    """A managed guest as a policy sees it: bounds, balloon and validated stats."""
+
+    uuid: str
+    name: str
+    ceiling_kib: int
+    floor_kib: int
+    shares: int
+    actual_kib: int
+    # The target the agent set last (or adopted), None when none is known.
+    target_kib: int | None
+    # MemAvailable and the memory the guest cannot give up (actual - usable);
+    # None when the statistics are missing, invalid or stale.
+    usable_kib: int | None
+    demand_kib: int | None
+    swap_in_kib: int | None
+    major_faults: int | None
+    stats_fresh: bool
+    # actual above the target: the guest deflated its balloon on OOM
+    # (autodeflate) and is short of memory right now.
+    deflated_on_oom: bool
+
+
+class Action(enum.Enum):
+    GROW = 'grow'
+    SHRINK = 'shrink'
+    HOLD = 'hold'
+    IGNORE = 'ignore'
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one cycle for one guest: what to apply and why."""
+
+    uuid: str
+    name: str
+    action: Action
+    # The target to apply now (GROW/SHRINK), or the one kept (HOLD).
+    target_kib: int | None
+    reason: str

@@ -1,0 +1,263 @@
+"""The one module that talks to libvirt.
+
+One ``getAllDomainStats`` call per cycle collects every active guest's balloon
+and state statistics. Per-domain facts (Nova metadata, eligibility) come from
+the domain XML, parsed only when a domain appears, restarts or changes (a
+lifecycle or metadata event). The connection is opened lazily, re-opened with
+backoff after libvirtd goes away, and watched by a close callback that runs on
+libvirt's event loop in a daemon thread, as nova/virt/libvirt/host.py does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+from oslo_log import log as logging
+
+from nova_balloon.model import BalloonStats, GuestFacts, GuestSample, RunState
+from nova_balloon.virt import host as host_memory
+from nova_balloon.virt.driver import (
+    Collection, DriverUnavailable, GuestActionFailed, GuestBusy, GuestGone,
+)
+from nova_balloon.virt.libvirt.domain_xml import DomainXMLError, parse_domain_xml
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_URI = 'qemu:///system'
+STATS = libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_STATE
+STATS_FLAGS = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+MAX_BACKOFF_S = 60.0
+_MIGRATION_PAUSE_REASONS = frozenset({
+    libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY,
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+})
+_GONE_ERRORS = frozenset({libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID})
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def start_event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread, once per process.
+
+    Must run before the first connection is opened, or the connection gets no
+    events and no close callback.
+    """
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name='libvirt-event-loop', daemon=True).start()
+        _event_loop_started = True
+
+
+def _run_state(state: int | None, reason: int | None) -> RunState:
+    if state == libvirt.VIR_DOMAIN_RUNNING:
+        return RunState.RUNNING
+    if state == libvirt.VIR_DOMAIN_PAUSED:
+        return RunState.MIGRATING if reason in _MIGRATION_PAUSE_REASONS else RunState.PAUSED
+    return RunState.OTHER
+
+
+def _stats(record: dict[str, Any]) -> BalloonStats:
+    def get(key: str) -> int | None:
+        value = record.get(key)
+        return value if isinstance(value, int) else None
+
+    return BalloonStats(
+        actual_kib=get('balloon.current'), usable_kib=get('balloon.usable'),
+        unused_kib=get('balloon.unused'), available_kib=get('balloon.available'),
+        swap_in_kib=get('balloon.swap_in'), major_faults=get('balloon.major_fault'),
+        last_update=get('balloon.last-update'))
+
+
+class LibvirtDriver:
+    """The driver interface (nova_balloon.virt.driver.Driver) on libvirt."""
+
+    def __init__(self, uri: str | None, read_only: bool = False,
+                 wall_clock: Callable[[], float] = time.time,
+                 meminfo_path: str = '/proc/meminfo'):
+        self.uri = uri or DEFAULT_URI
+        self.read_only = read_only
+        self.wall_clock = wall_clock
+        self.meminfo_path = meminfo_path
+        self._lock = threading.Lock()
+        self._conn: libvirt.virConnect | None = None
+        self._next_attempt = 0.0
+        self._backoff_s = 1.0
+        # uuid -> (domain id, facts): a restarted domain has a new id.
+        self._facts: dict[str, tuple[int, GuestFacts]] = {}
+        self._domains: dict[str, libvirt.virDomain] = {}
+        self._migrating: set[str] = set()
+        self.calls = 0
+
+    # -- connection -------------------------------------------------------
+
+    def _connect(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None:
+                return self._conn
+            now = time.monotonic()
+            if now < self._next_attempt:
+                raise DriverUnavailable(f'{self.uri}: not connected; next attempt in '
+                                        f'{self._next_attempt - now:.0f} s')
+            try:
+                conn = (libvirt.openReadOnly if self.read_only else libvirt.open)(self.uri)
+            except libvirt.libvirtError as exc:
+                self._next_attempt = now + self._backoff_s
+                self._backoff_s = min(MAX_BACKOFF_S, self._backoff_s * 2)
+                raise DriverUnavailable(f'{self.uri}: {exc}') from None
+            self._backoff_s = 1.0
+            self._conn = conn
+            self._facts.clear()
+            self._migrating.clear()
+            if _event_loop_started:
+                self._register_events(conn)
+            LOG.info('Connected to libvirt at %s', self.uri)
+            return conn
+
+    def _register_events(self, conn: libvirt.virConnect) -> None:
+        conn.registerCloseCallback(self._on_close, None)
+        for event in (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                      libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE):
+            conn.domainEventRegisterAny(None, event, self._on_domain_changed, None)
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
+                                    self._on_migration_iteration, None)
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
+                                    self._on_job_completed, None)
+
+    def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: Any) -> None:
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
+
+    def _on_domain_changed(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                           *args: Any) -> None:
+        uuid = dom.UUIDString()
+        with self._lock:
+            self._facts.pop(uuid, None)
+            self._migrating.discard(uuid)
+
+    def _on_migration_iteration(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                                iteration: int, opaque: Any) -> None:
+        with self._lock:
+            self._migrating.add(dom.UUIDString())
+
+    def _on_job_completed(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                          params: dict[str, Any], opaque: Any) -> None:
+        with self._lock:
+            self._migrating.discard(dom.UUIDString())
+
+    def _lost(self, conn: libvirt.virConnect, exc: libvirt.libvirtError) -> bool:
+        """Whether a failed call means the connection is gone (not just the call)."""
+        try:
+            alive = conn.isAlive()
+        except libvirt.libvirtError:
+            alive = False
+        if not alive:
+            with self._lock:
+                if self._conn is conn:
+                    self._conn = None
+        return not alive
+
+    # -- Driver interface --------------------------------------------------
+
+    def collect(self) -> Collection:
+        conn = self._connect()
+        try:
+            self.calls += 1
+            records = conn.getAllDomainStats(STATS, STATS_FLAGS)
+        except libvirt.libvirtError as exc:
+            self._lost(conn, exc)
+            raise DriverUnavailable(f'{self.uri}: {exc}') from None
+        now = self.wall_clock()
+        samples = []
+        domains = {}
+        for dom, record in records:
+            uuid = dom.UUIDString()
+            facts = self._facts_of(dom, uuid, record)
+            if facts is None:
+                continue
+            domains[uuid] = dom
+            stats = _stats(record)
+            run_state = _run_state(record.get('state.state'), record.get('state.reason'))
+            if uuid in self._migrating:
+                run_state = RunState.MIGRATING
+            age = now - stats.last_update if stats.last_update else None
+            samples.append(GuestSample(facts, stats, run_state, age))
+        self._domains = domains
+        with self._lock:
+            for uuid in set(self._facts) - set(domains):
+                del self._facts[uuid]
+        total_kib, available_kib = host_memory.read_meminfo(self.meminfo_path)
+        return Collection(total_kib, available_kib, samples)
+
+    def _facts_of(self, dom: libvirt.virDomain, uuid: str,
+                  record: dict[str, Any]) -> GuestFacts | None:
+        dom_id = dom.ID()
+        with self._lock:
+            cached = self._facts.get(uuid)
+        if cached is not None and cached[0] == dom_id:
+            return cached[1]
+        try:
+            self.calls += 1
+            xml = dom.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in _GONE_ERRORS:
+                return None
+            raise DriverUnavailable(f'{self.uri}: {exc}') from None
+        try:
+            facts = parse_domain_xml(xml)
+        except DomainXMLError as exc:
+            LOG.warning('Domain %s (%s) skipped: %s', dom.name(), uuid, exc)
+            maximum = record.get('balloon.maximum')
+            facts = GuestFacts(uuid=uuid, name=dom.name(),
+                               max_memory_kib=maximum if isinstance(maximum, int) else 0,
+                               nova=None, unballoonable=str(exc), stats_period_s=None)
+        with self._lock:
+            self._facts[uuid] = (dom_id, facts)
+        return facts
+
+    def _domain(self, uuid: str) -> libvirt.virDomain:
+        dom = self._domains.get(uuid)
+        if dom is None:
+            raise GuestGone(f'domain {uuid} is not active')
+        return dom
+
+    def _guest_call(self, uuid: str, what: str, call: Callable[[libvirt.virDomain], Any]) -> Any:
+        dom = self._domain(uuid)
+        conn = self._conn
+        try:
+            self.calls += 1
+            return call(dom)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in _GONE_ERRORS:
+                raise GuestGone(f'{what}: {exc}') from None
+            if conn is not None and self._lost(conn, exc):
+                raise DriverUnavailable(f'{self.uri}: {exc}') from None
+            raise GuestActionFailed(f'{what}: {exc}') from None
+
+    def set_target(self, uuid: str, target_kib: int) -> None:
+        job = self._guest_call(uuid, 'job info', lambda dom: dom.jobInfo())
+        if job and job[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+            raise GuestBusy(f'a libvirt job (type {job[0]}) is in progress, such as a '
+                            f'migration')
+        self._guest_call(uuid, 'set balloon target', lambda dom: dom.setMemoryFlags(
+            target_kib, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    def set_stats_period(self, uuid: str, period_s: int) -> None:
+        self._guest_call(uuid, 'set stats period', lambda dom: dom.setMemoryStatsPeriod(
+            period_s, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        with self._lock:
+            self._facts.pop(uuid, None)
