@@ -118,13 +118,17 @@ class GuestView:
     actual_kib: int
     # The target the agent set last (or adopted), None when none is known.
     target_kib: int | None
-    # MemAvailable and the memory the guest cannot give up (actual - usable);
-    # None when the statistics are missing, invalid or stale.
+    # MemAvailable; None when the statistics are missing or invalid.
     usable_kib: int | None
+    # The memory the guest cannot give up (actual - usable); None also while
+    # the balloon moves, since libvirt reports the balloon size and the guest
+    # its free memory at different moments.
     demand_kib: int | None
     swap_in_kib: int | None
     major_faults: int | None
     stats_fresh: bool
+    # The balloon changed size after the guest's statistics were taken.
+    balloon_moving: bool
     # actual above the target: the guest deflated its balloon on OOM
     # (autodeflate) and is short of memory right now.
     deflated_on_oom: bool

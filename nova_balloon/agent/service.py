@@ -14,23 +14,9 @@ from nova_balloon import flavor_policy, policies
 from nova_balloon.agent import state
 from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import Controller, CycleReport
-from nova_balloon.safety import SafetyLimits
 from nova_balloon.virt.libvirt import driver as libvirt_driver
 
 LOG = logging.getLogger(__name__)
-
-
-def settings_from_conf(conf: cfg.ConfigOpts) -> planner.Settings:
-    group = conf.balloon
-    return planner.Settings(
-        defaults=flavor_policy.PolicyDefaults(
-            overcommit_ratio=group.default_overcommit_ratio,
-            min_memory_mb=group.default_min_memory_mb,
-            shares=group.default_shares),
-        manage_unmanaged_guests=group.manage_unmanaged_guests,
-        limits=SafetyLimits.from_conf(group),
-        interval_s=group.interval,
-        stats_period_s=group.stats_period)
 
 
 class BalloonAgent(service.Service):
@@ -47,7 +33,8 @@ class BalloonAgent(service.Service):
                      conf.balloon.state_file)
         self.driver = libvirt_driver.LibvirtDriver(conf.libvirt.connection_uri)
         self.controller = Controller(
-            self.driver, policies.load(conf.balloon.policy, conf), settings_from_conf(conf),
+            self.driver, policies.load(conf.balloon.policy, conf),
+            planner.Settings.from_conf(conf.balloon),
             flavor_policy.PolicyFile(conf.balloon.flavor_policy_file),
             dry_run=conf.balloon.dry_run, memory=memory)
 

@@ -31,11 +31,10 @@ COLUMNS = (('name', 'NAME'), ('uuid', 'UUID'), ('flavor', 'FLAVOR'),
 
 def _live_rows() -> list[dict[str, Any]]:
     """Rows from libvirt and the agent's classification, without the agent."""
-    from nova_balloon.agent.service import settings_from_conf
     from nova_balloon.virt.libvirt.driver import LibvirtDriver
 
     collection = LibvirtDriver(CONF.libvirt.connection_uri, read_only=True).collect()
-    settings = settings_from_conf(CONF)
+    settings = planner.Settings.from_conf(CONF.balloon)
     flavors = PolicyFile(CONF.balloon.flavor_policy_file).flavors()
     rows = []
     for sample in collection.samples:
@@ -70,11 +69,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
         return '-' if value is None else str(value)
 
     widths = [max([len(title)] + [len(cell(r[key])) for r in rows]) for key, title in COLUMNS]
-    lines = ['  '.join(title.ljust(w) for (_, title), w in zip(COLUMNS, widths)).rstrip()]
-    for row in rows:
-        lines.append('  '.join(cell(row[key]).ljust(w)
-                               for (key, _), w in zip(COLUMNS, widths)).rstrip())
-    return '\n'.join(lines)
+    header = {key: title for key, title in COLUMNS}
+    return '\n'.join(
+        '  '.join(cell(row[key]).ljust(w)
+                  for (key, _), w in zip(COLUMNS, widths, strict=True)).rstrip()
+        for row in [header, *rows])
 
 
 def do_status() -> int:

@@ -2,8 +2,7 @@
 
 from oslo_config import cfg
 
-from nova_balloon.conf import balloon
-from nova_balloon.conf import libvirt
+from nova_balloon.conf import balloon, libvirt
 
 CONF = cfg.CONF
 

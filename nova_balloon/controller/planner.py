@@ -14,14 +14,25 @@ from typing import Any
 
 from nova_balloon import flavor_policy
 from nova_balloon.model import (
-    Action, BalloonStats, Decision, FlavorPolicy, GuestSample, GuestView, HostSnapshot,
-    RunState, mib,
+    Action,
+    BalloonStats,
+    Decision,
+    FlavorPolicy,
+    GuestSample,
+    GuestView,
+    HostSnapshot,
+    RunState,
+    mib,
 )
 from nova_balloon.policies import Policy
 from nova_balloon.safety import SafetyLimits, guard
+from nova_balloon.safety.rules import SETTLE_TOLERANCE_KIB
 
 # Statistics count as fresh for this many stats periods plus one cycle.
 STALE_AFTER_PERIODS = 2
+# QEMU reports balloon size changes at most once a second (event throttling),
+# so libvirt's balloon size can be this late.
+BALLOON_REPORT_LAG_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -32,6 +43,19 @@ class Settings:
     interval_s: float
     stats_period_s: int
 
+    @classmethod
+    def from_conf(cls, group: Any) -> Settings:
+        """From the [balloon] option group (or anything with the same attributes)."""
+        return cls(
+            defaults=flavor_policy.PolicyDefaults(
+                overcommit_ratio=group.default_overcommit_ratio,
+                min_memory_mb=group.default_min_memory_mb,
+                shares=group.default_shares),
+            manage_unmanaged_guests=group.manage_unmanaged_guests,
+            limits=SafetyLimits.from_conf(group),
+            interval_s=group.interval,
+            stats_period_s=group.stats_period)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GuestMemory:
@@ -41,6 +65,8 @@ class GuestMemory:
     actual_kib: int | None
     # The agent set a target below the ceiling: it owes the guest a restore.
     shrunk: bool
+    # When (HostSnapshot.now) the balloon was first seen at actual_kib.
+    actual_since: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,7 +97,8 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
     facts = sample.facts
 
     def ignored(reason: str, policy: FlavorPolicy | None = None) -> Classified:
-        return Classified(sample, policy, None, reason)
+        floor = policy.floor_kib(facts.max_memory_kib) if policy else None
+        return Classified(sample, policy, floor, reason)
 
     if facts.unballoonable:
         return ignored(facts.unballoonable)
@@ -116,7 +143,16 @@ def stats_fresh(sample: GuestSample, settings: Settings) -> bool:
         STALE_AFTER_PERIODS * period + settings.interval_s
 
 
-def make_view(item: Classified, memory: GuestMemory | None, settings: Settings) -> GuestView:
+def actual_since(sample: GuestSample, memory: GuestMemory | None, now: float) -> float:
+    """Since when the balloon has had its current size, as far as the agent saw."""
+    if memory is not None and memory.actual_since is not None and \
+            memory.actual_kib == sample.stats.actual_kib:
+        return memory.actual_since
+    return now
+
+
+def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,
+              now: float) -> GuestView:
     stats = item.sample.stats
     facts = item.sample.facts
     assert item.policy is not None and item.floor_kib is not None
@@ -124,24 +160,29 @@ def make_view(item: Classified, memory: GuestMemory | None, settings: Settings) 
     target = memory.target_kib if memory else None
     valid = _valid_stats(stats)
     previous_actual = memory.actual_kib if memory else None
+    age = item.sample.stats_age_s
+    moving = age is None or \
+        now - age <= actual_since(item.sample, memory, now) + BALLOON_REPORT_LAG_S
     return GuestView(
         uuid=facts.uuid, name=facts.name,
         ceiling_kib=facts.max_memory_kib, floor_kib=item.floor_kib,
         shares=item.policy.shares, actual_kib=actual, target_kib=target,
         usable_kib=stats.usable_kib if valid else None,
-        demand_kib=actual - stats.usable_kib if valid and stats.usable_kib is not None
-        else None,
+        demand_kib=actual - stats.usable_kib
+        if valid and stats.usable_kib is not None and not moving else None,
         swap_in_kib=stats.swap_in_kib, major_faults=stats.major_faults,
         stats_fresh=stats_fresh(item.sample, settings),
+        balloon_moving=moving,
         deflated_on_oom=(target is not None and previous_actual is not None
-                         and actual > target and actual > previous_actual))
+                         and actual > target + SETTLE_TOLERANCE_KIB
+                         and actual > previous_actual))
 
 
 def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
          policy_file: Mapping[str, Mapping[str, Any]],
          memory: Mapping[str, GuestMemory], settings: Settings) -> Plan:
     classified = {s.facts.uuid: classify(s, policy_file, settings) for s in samples}
-    views = {u: make_view(c, memory.get(u), settings)
+    views = {u: make_view(c, memory.get(u), settings, host.now)
              for u, c in classified.items() if c.ignore_reason is None}
     proposals = policy.propose(host, list(views.values())) if views else {}
 
@@ -160,7 +201,8 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
         if decision.action in (Action.GROW, Action.SHRINK):
             shrunk = decision.target_kib is not None and decision.target_kib < item.ceiling_kib
         decisions.append(decision)
-        new_memory[uuid] = GuestMemory(target, actual, shrunk)
+        new_memory[uuid] = GuestMemory(target, actual, shrunk,
+                                       actual_since(item.sample, remembered, host.now))
     return Plan(decisions, classified, views, new_memory)
 
 

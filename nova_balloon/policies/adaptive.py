@@ -2,7 +2,9 @@
 
 Each guest is offered what it uses plus a buffer (``[balloon] buffer_percent``
 of its use, as Hyper-V's memory buffer), so idle guests hand back what they do
-not use. A guest that shows pressure (its balloon deflated on OOM, it swaps in,
+not use. A guest whose use is rising is also given twice its rise since the
+previous snapshot: statistics lag, and a guest filling its memory must not
+outrun them. A guest that shows pressure (its balloon deflated on OOM, it swaps in,
 or its free memory is below half its buffer) is grown past its current size at
 once. When the host's free memory falls below ``[balloon] host_reserve_mb``,
 the buffers are cut, low ``balloon:shares`` first, until the shortfall is
@@ -51,6 +53,17 @@ class AdaptivePolicy(Policy):
         self.min_buffer_kib = max(group.headroom_mb, 1) * KIB_PER_MIB
         self.host_reserve_kib = group.host_reserve_mb * KIB_PER_MIB
         self._swap_in: dict[str, int] = {}
+        # uuid -> (time, demand) of the previous snapshot, to see demand rise.
+        self._demand: dict[str, tuple[float, int]] = {}
+
+    def _rise_ahead(self, guest: GuestView, now: float) -> int:
+        """Memory the guest will want before the next look, if its use is rising."""
+        assert guest.demand_kib is not None
+        before, self._demand[guest.uuid] = self._demand.get(guest.uuid), (now, guest.demand_kib)
+        if before is None or now <= before[0] or guest.demand_kib <= before[1]:
+            return 0
+        # At the same rate, the next two snapshot intervals add twice this rise.
+        return 2 * (guest.demand_kib - before[1])
 
     def _pressure(self, guest: GuestView, buffer_kib: int) -> bool:
         swap_in, self._swap_in[guest.uuid] = (
@@ -63,16 +76,25 @@ class AdaptivePolicy(Policy):
         base: dict[str, int] = {}
         buffers: dict[str, int] = {}
         for guest in guests:
-            if guest.demand_kib is None or not guest.stats_fresh:
+            if guest.usable_kib is None or not guest.stats_fresh:
+                continue
+            if guest.demand_kib is None:
+                # The balloon is moving: only react to a guest running short.
+                if guest.usable_kib < self.min_buffer_kib // 2:
+                    base[guest.uuid] = guest.actual_kib
+                    buffers[guest.uuid] = self.min_buffer_kib
                 continue
             buffer = max(self.min_buffer_kib, int(guest.demand_kib * self.buffer_fraction))
+            buffer += self._rise_ahead(guest, host.now)
             if self._pressure(guest, buffer):
                 # Grow past what the guest has: its use is outrunning the stats.
                 base[guest.uuid] = max(guest.demand_kib, guest.actual_kib)
             else:
                 base[guest.uuid] = guest.demand_kib
             buffers[guest.uuid] = buffer
-        self._swap_in = {u: v for u, v in self._swap_in.items() if u in base}
+        present = {guest.uuid for guest in guests}
+        self._swap_in = {u: v for u, v in self._swap_in.items() if u in present}
+        self._demand = {u: v for u, v in self._demand.items() if u in present}
 
         shortage = self.host_reserve_kib - host.available_kib
         if shortage > 0 and buffers:

@@ -7,7 +7,8 @@ The agent believes a shrink is safe only if all of these hold:
    last collection and they are self-consistent);
 3. the guest has not just deflated its balloon on OOM (actual rose above the
    target);
-4. the balloon has settled on the previous target;
+4. the balloon has settled: the statistics were taken after it last moved,
+   and it reached the previous target;
 5. the guest keeps what it uses plus the headroom;
 6. the shrink is at most ``max_shrink`` below what the guest has now.
 
@@ -18,8 +19,13 @@ are dropped, unless they grow a guest that is short of memory.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from nova_balloon.model import KIB_PER_MIB, Action, Decision, GuestView, mib
+
+# A balloon within this of its target has reached it (the guest balloons in
+# whole pages and QEMU reports the size rounded).
+SETTLE_TOLERANCE_KIB = 2 * KIB_PER_MIB
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,7 +39,7 @@ class SafetyLimits:
         return max(self.headroom_kib, int(guest.ceiling_kib * self.headroom_percent / 100))
 
     @classmethod
-    def from_conf(cls, group) -> SafetyLimits:
+    def from_conf(cls, group: Any) -> SafetyLimits:
         return cls(headroom_kib=group.headroom_mb * KIB_PER_MIB,
                    headroom_percent=group.headroom_percent,
                    max_shrink_kib=group.max_shrink_mb_per_cycle * KIB_PER_MIB,
@@ -43,7 +49,7 @@ class SafetyLimits:
 def _shrink_blocker(guest: GuestView) -> str | None:
     if not guest.stats_fresh:
         return 'statistics are stale'
-    if guest.demand_kib is None:
+    if guest.usable_kib is None:
         return 'statistics are missing or invalid'
     if guest.deflated_on_oom:
         return f'guest deflated its balloon on OOM (actual {mib(guest.actual_kib)} MiB ' \
@@ -64,8 +70,12 @@ def guard(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> D
         if blocker is not None:
             target = min(guest.ceiling_kib, guest.actual_kib)
             why.append(f'no shrink: {blocker}')
+        elif guest.demand_kib is None:
+            # The current target was checked when it was set: let the balloon
+            # get there, but go no lower until the statistics catch up.
+            target = max(target, current)
+            why.append('balloon moving, statistics not yet taken at its new size')
         else:
-            assert guest.demand_kib is not None
             keep = guest.demand_kib + limits.headroom_for(guest)
             if target < keep:
                 target = keep
@@ -74,7 +84,7 @@ def guard(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> D
             if target < guest.actual_kib - limits.max_shrink_kib:
                 target = guest.actual_kib - limits.max_shrink_kib
                 why.append(f'shrink limited to {mib(limits.max_shrink_kib)} MiB per cycle')
-            if guest.actual_kib > current and target < current:
+            if guest.actual_kib > current + SETTLE_TOLERANCE_KIB and target < current:
                 target = current
                 why.append(f'balloon still moving to {mib(current)} MiB')
             target = min(guest.ceiling_kib, max(guest.floor_kib, target))

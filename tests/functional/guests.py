@@ -20,12 +20,13 @@ import threading
 import time
 import uuid as uuidlib
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from types import ModuleType
-from typing import IO, Any, Self, overload
+from typing import IO, Any, Self, TypeVar, overload
 
 import libvirt
+
+_T = TypeVar("_T")
 
 READY_MARKER = "NOVA-BALLOON-GUEST-READY"
 # console=ttyS0: the harness talks to the guest over the serial port only.
@@ -50,14 +51,15 @@ class GuestConsoleClosed(GuestError):
     """The serial console hung up: QEMU exited or the guest died."""
 
 
-def _vconfig() -> ModuleType:
+def _vconfig() -> Any:
     """Import nova's libvirt config lazily: it is slow and warns noisily.
 
     Importing it pulls in eventlet (deprecation warnings) and takes a few
     seconds, which only the tests that build guest XML should pay.
     """
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        # EventletDeprecationWarning derives from Warning only.
+        warnings.simplefilter("ignore")
         from nova.virt.libvirt import config as vconfig
     return vconfig
 
@@ -326,8 +328,7 @@ class GuestConsole:
                 sock.close()
                 if time.monotonic() >= deadline:
                     raise GuestError(
-                        f"console socket {path} not connectable after "
-                        f"{timeout:.0f}s: {exc}"
+                        f"console socket {path} not connectable after {timeout:.0f}s: {exc}"
                     ) from exc
                 time.sleep(0.1)
 
@@ -369,8 +370,9 @@ class GuestConsole:
         with self._cond:
             return self._text
 
+    @property
     def offset(self) -> int:
-        """Current end of the log, for ``wait_for(..., since=offset)``."""
+        """Current end of the log, for ``since=`` of wait_for/oom_killed."""
         with self._cond:
             return len(self._text)
 
@@ -379,9 +381,7 @@ class GuestConsole:
         return self.log()[-chars:]
 
     @overload
-    def wait_for(
-        self, pattern: str, timeout: float = 60.0, *, since: int = 0
-    ) -> str: ...
+    def wait_for(self, pattern: str, timeout: float = 60.0, *, since: int = 0) -> str: ...
 
     @overload
     def wait_for(
@@ -405,19 +405,13 @@ class GuestConsole:
         plain string, the match object for a regex.  Raises TimeoutError
         (with the log tail) or GuestConsoleClosed if the guest went away.
         """
-        regex = (
-            pattern
-            if isinstance(pattern, re.Pattern)
-            else re.compile(re.escape(pattern))
-        )
+        regex = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 match = regex.search(self._text, since)
                 if match is not None:
-                    return (
-                        match if isinstance(pattern, re.Pattern) else (match.group(0))
-                    )
+                    return match if isinstance(pattern, re.Pattern) else (match.group(0))
                 if self._closed:
                     raise GuestConsoleClosed(
                         f"console closed while waiting for "
@@ -457,10 +451,8 @@ class GuestConsole:
         # between the markers.  "cmd &; x" is a syntax error: no ';' then.
         command = command.strip()
         sep = " " if command.endswith("&") and not command.endswith("&&") else "; "
-        since = self.offset()
-        self.send(
-            f"echo NBC''-BEGIN-{token}; {command}{sep}echo NBC''-END-{token}:$?\n"
-        )
+        since = self.offset
+        self.send(f"echo NBC''-BEGIN-{token}; {command}{sep}echo NBC''-END-{token}:$?\n")
         match = self.wait_for(
             re.compile(
                 rf"{re.escape(begin)}\n(.*?){re.escape(end)}:(\d+)\n",
@@ -472,9 +464,7 @@ class GuestConsole:
         self.last_exit_status = int(match.group(2))
         output = match.group(1)
         if check and self.last_exit_status != 0:
-            raise GuestError(
-                f"guest command {command!r} exited {self.last_exit_status}: {output}"
-            )
+            raise GuestError(f"guest command {command!r} exited {self.last_exit_status}: {output}")
         return output
 
     def wait_for_shell(self, timeout: float = 30.0) -> None:
@@ -482,7 +472,7 @@ class GuestConsole:
         deadline = time.monotonic() + timeout
         while True:
             token = uuidlib.uuid4().hex[:12]
-            since = self.offset()
+            since = self.offset
             self.send(f"echo NBC''-ALIVE-{token}\n")
             try:
                 self.wait_for(
@@ -494,8 +484,7 @@ class GuestConsole:
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(
-                        f"guest shell not answering after {timeout:.0f}s; "
-                        f"log tail:\n{self.tail()}"
+                        f"guest shell not answering after {timeout:.0f}s; log tail:\n{self.tail()}"
                     ) from None
 
     def oom_killed(self, since: int = 0) -> bool:
@@ -532,13 +521,88 @@ def guest_meminfo(console: GuestConsole) -> dict[str, int]:
     """The guest's /proc/meminfo as {field: value} (kB, or pages/counts)."""
     out = console.run("cat /proc/meminfo", check=True)
     info: dict[str, int] = {}
-    for match in re.finditer(
-        r"^([A-Za-z0-9_()]+):\s+(\d+)(?: kB)?\s*$", out, re.MULTILINE
-    ):
+    for match in re.finditer(r"^([A-Za-z0-9_()]+):\s+(\d+)(?: kB)?\s*$", out, re.MULTILINE):
         info[match.group(1)] = int(match.group(2))
     if "MemTotal" not in info:
         raise GuestError(f"unparsable /proc/meminfo from guest: {out!r}")
     return info
+
+
+def wait_until(
+    predicate: Callable[[], _T | None],
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+) -> _T:
+    """Poll until predicate() is truthy and return it; else TimeoutError.
+
+    Balloon moves and guest stats settle asynchronously, so tests poll
+    with a bound instead of sleeping a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s: {what}")
+        time.sleep(interval)
+
+
+def start_memhog(
+    console: GuestConsole,
+    *,
+    mib: int,
+    rate: float,
+    hold: float | None = None,
+    log: str = "/tmp/memhog.log",
+) -> str:
+    """Start memhog in the guest background; return its guest log path.
+
+    Its output goes to a guest file so it cannot mix with the output of
+    later console commands.
+    """
+    hold_arg = "" if hold is None else f" --hold {hold:g}"
+    console.run(
+        f"memhog --mib {mib} --rate {rate:g}{hold_arg} >{log} 2>&1 &",
+        check=True,
+    )
+    return log
+
+
+def wait_memhog(
+    console: GuestConsole,
+    log: str = "/tmp/memhog.log",
+    state: str = "holding",
+    timeout: float = 60.0,
+) -> str:
+    """Wait until memhog's guest log shows a state line ('holding', 'done')."""
+    return wait_until(
+        lambda: out if f"memhog: {state}" in (out := console.run(f"cat {log}")) else "",
+        timeout,
+        f"memhog {state!r} in guest {log}",
+    )
+
+
+def host_supports_locked_memory() -> bool:
+    """Can libvirtd lift QEMU's RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE)?
+
+    <memoryBacking><locked/> guests fail to start in sandboxes that drop
+    that capability; tests of locked guests skip there.
+    """
+    cap_sys_resource = 24
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> cap_sys_resource & 1)
+    return False
+
+
+def host_supports_hugepages() -> bool:
+    """Is hugetlbfs mounted (libvirt needs it for hugepage guests)?"""
+    mounts = Path("/proc/mounts").read_text().split("\n")
+    return any(
+        len(fields) > 2 and fields[2] == "hugetlbfs" for fields in (line.split() for line in mounts)
+    )
 
 
 def destroy_quietly(dom: libvirt.virDomain) -> None:

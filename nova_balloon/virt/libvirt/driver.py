@@ -21,7 +21,11 @@ from oslo_log import log as logging
 from nova_balloon.model import BalloonStats, GuestFacts, GuestSample, RunState
 from nova_balloon.virt import host as host_memory
 from nova_balloon.virt.driver import (
-    Collection, DriverUnavailable, GuestActionFailed, GuestBusy, GuestGone,
+    Collection,
+    DriverUnavailable,
+    GuestActionFailed,
+    GuestBusy,
+    GuestGone,
 )
 from nova_balloon.virt.libvirt.domain_xml import DomainXMLError, parse_domain_xml
 
