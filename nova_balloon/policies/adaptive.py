@@ -56,14 +56,13 @@ class AdaptivePolicy(Policy):
         # uuid -> (time, demand) of the previous snapshot, to see demand rise.
         self._demand: dict[str, tuple[float, int]] = {}
 
-    def _rise_ahead(self, guest: GuestView, now: float) -> int:
+    def _rise_ahead(self, uuid: str, demand_kib: int, now: float) -> int:
         """Memory the guest will want before the next look, if its use is rising."""
-        assert guest.demand_kib is not None
-        before, self._demand[guest.uuid] = self._demand.get(guest.uuid), (now, guest.demand_kib)
-        if before is None or now <= before[0] or guest.demand_kib <= before[1]:
+        before, self._demand[uuid] = self._demand.get(uuid), (now, demand_kib)
+        if before is None or now <= before[0] or demand_kib <= before[1]:
             return 0
         # At the same rate, the next two snapshot intervals add twice this rise.
-        return 2 * (guest.demand_kib - before[1])
+        return 2 * (demand_kib - before[1])
 
     def _pressure(self, guest: GuestView, buffer_kib: int) -> bool:
         swap_in, self._swap_in[guest.uuid] = (
@@ -75,22 +74,31 @@ class AdaptivePolicy(Policy):
     def propose(self, host: HostSnapshot, guests: Sequence[GuestView]) -> dict[str, int]:
         base: dict[str, int] = {}
         buffers: dict[str, int] = {}
+        keep: dict[str, int] = {}
         for guest in guests:
             if guest.usable_kib is None or not guest.stats_fresh:
                 continue
-            if guest.demand_kib is None:
-                # The balloon is moving: only react to a guest running short.
-                if guest.usable_kib < self.min_buffer_kib // 2:
-                    base[guest.uuid] = guest.actual_kib
-                    buffers[guest.uuid] = self.min_buffer_kib
-                continue
-            buffer = max(self.min_buffer_kib, int(guest.demand_kib * self.buffer_fraction))
-            buffer += self._rise_ahead(guest, host.now)
+            demand = guest.demand_kib
+            if demand is None:
+                # The balloon is moving, so its real size lies between what
+                # libvirt reports and the target.
+                target = guest.target_kib or guest.actual_kib
+                if target > guest.actual_kib:
+                    # Growing: assume the larger size (the higher use), and
+                    # never undo the growth.
+                    demand = target - guest.usable_kib
+                    keep[guest.uuid] = target
+                elif guest.usable_kib >= self.min_buffer_kib // 2:
+                    continue  # Shrinking: let it finish unless the guest runs short.
+                else:
+                    demand = guest.actual_kib - guest.usable_kib
+            buffer = max(self.min_buffer_kib, int(demand * self.buffer_fraction))
+            buffer += self._rise_ahead(guest.uuid, demand, host.now)
             if self._pressure(guest, buffer):
                 # Grow past what the guest has: its use is outrunning the stats.
-                base[guest.uuid] = max(guest.demand_kib, guest.actual_kib)
+                base[guest.uuid] = max(demand, guest.actual_kib)
             else:
-                base[guest.uuid] = guest.demand_kib
+                base[guest.uuid] = demand
             buffers[guest.uuid] = buffer
         present = {guest.uuid for guest in guests}
         self._swap_in = {u: v for u, v in self._swap_in.items() if u in present}
@@ -100,4 +108,4 @@ class AdaptivePolicy(Policy):
         if shortage > 0 and buffers:
             shares = {g.uuid: g.shares for g in guests if g.uuid in buffers}
             buffers = share_out(sum(buffers.values()) - shortage, buffers, shares)
-        return {u: base[u] + buffers[u] for u in base}
+        return {u: max(base[u] + buffers[u], keep.get(u, 0)) for u in base}
