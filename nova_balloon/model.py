@@ -132,6 +132,8 @@ class GuestView:
     # actual above the target: the guest deflated its balloon on OOM
     # (autodeflate) and is short of memory right now.
     deflated_on_oom: bool
+    # Why the balloon counts as not responding, or None.
+    unresponsive: str | None = None
 
 
 class Action(enum.Enum):

@@ -1,10 +1,16 @@
-"""Configuration of nova-balloon: one module per option group, as in nova.conf."""
+"""Configuration of nova-balloon: one module per option group, as in nova.conf.
+
+The agent keeps its own ConfigOpts rather than oslo.config's global CONF: it
+reads nova-compute's config files, and sharing the global object with Nova's
+code in one process (Nova's API loading our extra spec validators, or tests
+that import both) would register ``[libvirt] connection_uri`` twice.
+"""
 
 from oslo_config import cfg
 
 from nova_balloon.conf import balloon, libvirt
 
-CONF = cfg.CONF
+CONF = cfg.ConfigOpts()
 
 balloon.register_opts(CONF)
 libvirt.register_opts(CONF)

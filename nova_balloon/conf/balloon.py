@@ -137,12 +137,38 @@ Headroom as a percentage of the guest's flavor RAM; the larger of this and
 The most, in MiB, that one guest's balloon may be shrunk in one cycle. Growth
 is not limited: a guest that needs memory gets it at once.
 """),
+    cfg.IntOpt('unresponsive_after',
+               default=60,
+               min=5,
+               help="""
+Seconds after which a guest's balloon counts as unresponsive: its statistics
+froze, or it made no progress toward its target. Such a guest gets its full
+memory back and is not shrunk until ``unresponsive_retry`` seconds later.
+"""),
+    cfg.IntOpt('unresponsive_retry',
+               default=300,
+               min=1,
+               help="""
+Seconds an unresponsive balloon is left alone before the agent tries again.
+"""),
     cfg.IntOpt('dead_band_mb',
                default=16,
                min=0,
                help="""
 Target changes smaller than this, in MiB, are not applied, so that balloons do
 not move for noise. Growth of a guest short of memory is always applied.
+"""),
+]
+
+host_opts = [
+    cfg.IntOpt('host_critical_free_mb',
+               default=512,
+               min=0,
+               help="""
+Host MemAvailable, in MiB, below which the host itself is about to swap or
+kill a guest. Below it the agent says so and reclaims faster: up to four times
+``max_shrink_mb_per_cycle`` per guest per cycle, still never below a guest's
+floor or its use plus headroom.
 """),
 ]
 
@@ -165,7 +191,7 @@ uses, when the host is not short of memory (as Hyper-V's memory buffer).
 """),
 ]
 
-ALL_OPTS = agent_opts + policy_default_opts + safety_opts + policy_opts
+ALL_OPTS = agent_opts + policy_default_opts + safety_opts + host_opts + policy_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

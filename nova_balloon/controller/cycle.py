@@ -46,6 +46,7 @@ class Controller:
         self._lock = threading.Lock()
         self._outage: str | None = None
         self._ignore_reasons: dict[str, str] = {}
+        self._host_critical = False
         self._periods_set: set[str] = set()
 
     def run_cycle(self) -> CycleReport:
@@ -71,6 +72,7 @@ class Controller:
                             started)
         plan = planner.plan(host, collection.samples, self.policy,
                             self.policy_file.flavors(), self.memory, self.settings)
+        self._log_host(plan, host)
         applied, errors = self._apply(plan, host)
         previous, self.memory = self.memory, plan.memory
         for uuid in errors:
@@ -100,11 +102,27 @@ class Controller:
                 errors[decision.uuid] = str(exc)
         return applied, errors
 
+    def _log_host(self, plan: planner.Plan, host: HostSnapshot) -> None:
+        if plan.host_critical and not self._host_critical:
+            LOG.warning('Host critically short of memory: %s MiB available of %s MiB, below '
+                        '[balloon] host_critical_free_mb (%s MiB); reclaiming up to %d times '
+                        'faster, never below floors', mib(host.available_kib),
+                        mib(host.total_kib), mib(self.settings.host_critical_kib),
+                        planner.CRITICAL_SHRINK_FACTOR)
+        elif self._host_critical and not plan.host_critical:
+            LOG.info('Host memory no longer critical: %s MiB available',
+                     mib(host.available_kib))
+        self._host_critical = plan.host_critical
+
     def _log(self, decision: Decision, plan: planner.Plan, host: HostSnapshot) -> None:
         if decision.action is Action.IGNORE:
             if self._ignore_reasons.get(decision.uuid) != decision.reason:
-                LOG.info('Guest %s (%s) not managed: %s', decision.name, decision.uuid,
-                         decision.reason)
+                item = plan.classified[decision.uuid]
+                instance = item.sample.facts.nova.instance_name if item.sample.facts.nova \
+                    else None
+                log = LOG.warning if item.misconfigured else LOG.info
+                log('Guest %s (%s%s) not managed: %s', decision.name, decision.uuid,
+                    f', instance {instance}' if instance else '', decision.reason)
             self._ignore_reasons[decision.uuid] = decision.reason
             return
         self._ignore_reasons.pop(decision.uuid, None)

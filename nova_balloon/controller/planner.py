@@ -14,6 +14,7 @@ from typing import Any
 
 from nova_balloon import flavor_policy
 from nova_balloon.model import (
+    KIB_PER_MIB,
     Action,
     BalloonStats,
     Decision,
@@ -26,13 +27,14 @@ from nova_balloon.model import (
 )
 from nova_balloon.policies import Policy
 from nova_balloon.safety import SafetyLimits, guard
-from nova_balloon.safety.rules import SETTLE_TOLERANCE_KIB
+from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB, unresponsive_reason
 
 # Statistics count as fresh for this many stats periods plus one cycle.
 STALE_AFTER_PERIODS = 2
 # QEMU reports balloon size changes at most once a second (event throttling),
 # so libvirt's balloon size can be this late.
 BALLOON_REPORT_LAG_S = 1.0
+CRITICAL_SHRINK_FACTOR = 4
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,6 +44,11 @@ class Settings:
     limits: SafetyLimits
     interval_s: float
     stats_period_s: int
+    unresponsive_after_s: float = 60.0
+    unresponsive_retry_s: float = 300.0
+    # Below this much host MemAvailable, shrinks may go CRITICAL_SHRINK_FACTOR
+    # times faster (never below floors or headroom).
+    host_critical_kib: int = 0
 
     @classmethod
     def from_conf(cls, group: Any) -> Settings:
@@ -54,7 +61,10 @@ class Settings:
             manage_unmanaged_guests=group.manage_unmanaged_guests,
             limits=SafetyLimits.from_conf(group),
             interval_s=group.interval,
-            stats_period_s=group.stats_period)
+            stats_period_s=group.stats_period,
+            unresponsive_after_s=group.unresponsive_after,
+            unresponsive_retry_s=group.unresponsive_retry,
+            host_critical_kib=group.host_critical_free_mb * KIB_PER_MIB)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +77,11 @@ class GuestMemory:
     shrunk: bool
     # When (HostSnapshot.now) the balloon was first seen at actual_kib.
     actual_since: float | None = None
+    # When the agent last changed the target.
+    target_set_at: float | None = None
+    # Until when the balloon is treated as unresponsive, and why.
+    unresponsive_until: float | None = None
+    unresponsive: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,6 +92,8 @@ class Classified:
     policy: FlavorPolicy | None
     floor_kib: int | None
     ignore_reason: str | None
+    # The reason is a mistake an operator should fix (logged as a warning).
+    misconfigured: bool = False
 
     @property
     def ceiling_kib(self) -> int:
@@ -89,6 +106,7 @@ class Plan:
     classified: dict[str, Classified]
     views: dict[str, GuestView]
     memory: dict[str, GuestMemory]
+    host_critical: bool = False
 
 
 def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
@@ -115,7 +133,8 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
             policy_file.get(flavor_name) if flavor_name else None,
             settings.defaults, facts.max_memory_kib)
     except flavor_policy.PolicyError as exc:
-        return ignored(f'invalid flavor policy: {exc}')
+        return Classified(sample, None, None, f'invalid flavor policy: {exc}',
+                          misconfigured=True)
     if not policy.enabled:
         return ignored(f'{flavor_policy.ENABLED}=false', policy)
     floor = policy.floor_kib(facts.max_memory_kib)
@@ -151,6 +170,18 @@ def actual_since(sample: GuestSample, memory: GuestMemory | None, now: float) ->
     return now
 
 
+def _unresponsive(sample: GuestSample, actual: int, memory: GuestMemory | None,
+                  since: float, settings: Settings, now: float) -> str | None:
+    """A verdict stands until its retry time; then the balloon gets a new chance."""
+    if memory is not None and memory.unresponsive_until is not None and \
+            now < memory.unresponsive_until:
+        return memory.unresponsive
+    return unresponsive_reason(
+        now=now, actual_kib=actual, target_kib=memory.target_kib if memory else None,
+        target_set_at=memory.target_set_at if memory else None, actual_since=since,
+        stats_age_s=sample.stats_age_s, after_s=settings.unresponsive_after_s)
+
+
 def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,
               now: float) -> GuestView:
     stats = item.sample.stats
@@ -161,8 +192,8 @@ def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,
     valid = _valid_stats(stats)
     previous_actual = memory.actual_kib if memory else None
     age = item.sample.stats_age_s
-    moving = age is None or \
-        now - age <= actual_since(item.sample, memory, now) + BALLOON_REPORT_LAG_S
+    since = actual_since(item.sample, memory, now)
+    moving = age is None or now - age <= since + BALLOON_REPORT_LAG_S
     return GuestView(
         uuid=facts.uuid, name=facts.name,
         ceiling_kib=facts.max_memory_kib, floor_kib=item.floor_kib,
@@ -173,6 +204,7 @@ def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,
         swap_in_kib=stats.swap_in_kib, major_faults=stats.major_faults,
         stats_fresh=stats_fresh(item.sample, settings),
         balloon_moving=moving,
+        unresponsive=_unresponsive(item.sample, actual, memory, since, settings, now),
         deflated_on_oom=(target is not None and previous_actual is not None
                          and actual > target + SETTLE_TOLERANCE_KIB
                          and actual > previous_actual))
@@ -186,24 +218,44 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
              for u, c in classified.items() if c.ignore_reason is None}
     proposals = policy.propose(host, list(views.values())) if views else {}
 
+    critical = host.available_kib < settings.host_critical_kib
+    limits = settings.limits
+    if critical:
+        limits = dataclasses.replace(
+            limits, max_shrink_kib=limits.max_shrink_kib * CRITICAL_SHRINK_FACTOR)
     decisions = []
     new_memory = {}
     for uuid, item in classified.items():
         remembered = memory.get(uuid)
-        actual = item.sample.stats.actual_kib
-        if item.ignore_reason is None:
-            decision = guard(views[uuid], proposals.get(uuid), settings.limits)
+        view = views.get(uuid)
+        if view is not None:
+            decision = guard(view, proposals.get(uuid), limits)
         else:
             decision = _ignored_decision(item, remembered)
-        target = decision.target_kib if decision.action is not Action.IGNORE else (
-            remembered.target_kib if remembered else None)
-        shrunk = (remembered.shrunk if remembered else False)
-        if decision.action in (Action.GROW, Action.SHRINK):
-            shrunk = decision.target_kib is not None and decision.target_kib < item.ceiling_kib
         decisions.append(decision)
-        new_memory[uuid] = GuestMemory(target, actual, shrunk,
-                                       actual_since(item.sample, remembered, host.now))
-    return Plan(decisions, classified, views, new_memory)
+        new_memory[uuid] = _remember(item, remembered, decision, view, settings, host.now)
+    return Plan(decisions, classified, views, new_memory, critical)
+
+
+def _remember(item: Classified, remembered: GuestMemory | None, decision: Decision,
+              view: GuestView | None, settings: Settings, now: float) -> GuestMemory:
+    changed = decision.action in (Action.GROW, Action.SHRINK)
+    target = decision.target_kib if decision.action is not Action.IGNORE else (
+        remembered.target_kib if remembered else None)
+    shrunk = remembered.shrunk if remembered else False
+    if changed:
+        shrunk = decision.target_kib is not None and decision.target_kib < item.ceiling_kib
+    until = remembered.unresponsive_until if remembered else None
+    reason = view.unresponsive if view else None
+    if reason is None:
+        until = None
+    elif until is None or now >= until:
+        until = now + settings.unresponsive_retry_s
+    return GuestMemory(
+        target_kib=target, actual_kib=item.sample.stats.actual_kib, shrunk=shrunk,
+        actual_since=actual_since(item.sample, remembered, now),
+        target_set_at=now if changed else (remembered.target_set_at if remembered else None),
+        unresponsive_until=until, unresponsive=reason)
 
 
 def _ignored_decision(item: Classified, remembered: GuestMemory | None) -> Decision:

@@ -12,8 +12,10 @@ The agent believes a shrink is safe only if all of these hold:
 5. the guest keeps what it uses plus the headroom;
 6. the shrink is at most ``max_shrink`` below what the guest has now.
 
-Growth needs only rule 1 and is applied at once. Changes inside the dead band
-are dropped, unless they grow a guest that is short of memory.
+Growth needs only rule 1 and is applied at once. A guest whose balloon does
+not respond (see responsiveness.py) is given its ceiling back and left there.
+Changes inside the dead band are dropped, unless they grow a guest that is
+short of memory.
 """
 
 from __future__ import annotations
@@ -22,10 +24,7 @@ import dataclasses
 from typing import Any
 
 from nova_balloon.model import KIB_PER_MIB, Action, Decision, GuestView, mib
-
-# A balloon within this of its target has reached it (the guest balloons in
-# whole pages and QEMU reports the size rounded).
-SETTLE_TOLERANCE_KIB = 2 * KIB_PER_MIB
+from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,7 +64,10 @@ def guard(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> D
     why = [f'proposed {mib(wanted)} MiB, bounds [{mib(guest.floor_kib)}, '
            f'{mib(guest.ceiling_kib)}] MiB']
 
-    if target < guest.actual_kib:
+    if guest.unresponsive is not None:
+        target = guest.ceiling_kib
+        why.append(f'unresponsive: {guest.unresponsive}; full memory given back')
+    elif target < guest.actual_kib:
         blocker = _shrink_blocker(guest)
         if blocker is not None:
             target = min(guest.ceiling_kib, guest.actual_kib)
