@@ -51,14 +51,14 @@ def parse_min_memory_mb(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError('must be a whole number of MiB')
     text = str(value).strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ValueError('must be a whole number of MiB, 0 or more')
     return int(text)
 
 
 def parse_shares(value: Any) -> int:
     text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_SHARES:
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_SHARES:
         raise ValueError(f'must be a whole number from 1 to {MAX_SHARES}')
     return int(text)
 

@@ -83,7 +83,7 @@ def adopted_memory(state: dict[str, Any] | None) -> dict[str, planner.GuestMemor
             continue
         target = entry.get('target_kib')
         memory[uuid] = planner.GuestMemory(
-            target_kib=target if isinstance(target, int) and target > 0 else None,
+            target_kib=target if _positive_int(target) else None,
             actual_kib=None, shrunk=entry.get('shrunk') is True)
     return memory
 
@@ -93,7 +93,7 @@ def agent_alive(state: dict[str, Any] | None, now: float) -> bool:
     if not state or not state.get('running'):
         return False
     pid = state.get('pid')
-    if not isinstance(pid, int):
+    if not _positive_int(pid):
         return False
     try:
         os.kill(pid, 0)
@@ -101,6 +101,16 @@ def agent_alive(state: dict[str, Any] | None, now: float) -> bool:
         return False
     except PermissionError:
         pass
-    interval = state.get('interval_s', 0)
-    updated = state.get('updated_at', 0)
-    return isinstance(updated, (int, float)) and now - updated <= 3 * interval + 10
+    interval = state.get('interval_s')
+    updated = state.get('updated_at')
+    if not _number(updated):
+        return False
+    return now - updated <= 3 * (interval if _number(interval) else 0) + 10
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -75,12 +75,17 @@ class Controller:
         self._log_host(plan, host)
         applied, errors = self._apply(plan, host)
         previous, self.memory = self.memory, plan.memory
-        for uuid in errors:
-            # Not applied: the guest keeps what the agent remembered before.
+        not_applied = set(errors)
+        if self.dry_run:
+            not_applied |= {d.uuid for d in plan.decisions
+                            if d.action in (Action.GROW, Action.SHRINK)}
+        for uuid in not_applied:
+            # The guest keeps the target the agent remembered before.
             before = previous.get(uuid)
             self.memory[uuid] = dataclasses.replace(
                 self.memory[uuid], target_kib=before.target_kib if before else None,
-                shrunk=before.shrunk if before else False)
+                shrunk=before.shrunk if before else False,
+                target_set_at=before.target_set_at if before else None)
         self._set_stats_periods(plan)
         return CycleReport(plan, applied, errors, None, self.clock() - started)
 

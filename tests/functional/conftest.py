@@ -17,11 +17,10 @@ from typing import Any
 import libvirt
 import pytest
 
-from tests.functional.guests import BootedGuest, booted_guest
+from tests.functional.guests import BootedGuest, booted_guest, live_connection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUEST_IMAGE_DIR = REPO_ROOT / "build" / "guest"
-LIBVIRT_URI = "qemu:///system"
 
 BootGuest = Callable[..., BootedGuest]
 
@@ -55,24 +54,11 @@ def guest_image() -> Path:
     return GUEST_IMAGE_DIR
 
 
-def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
-    """Errors still raise libvirtError; only the stderr echo is muted."""
-
-
-@pytest.fixture(scope="session")
-def libvirt_conn() -> Iterator[libvirt.virConnect]:
-    """A connection to qemu:///system, starting libvirtd if needed."""
+@pytest.fixture
+def libvirt_conn() -> libvirt.virConnect:
+    """A live connection to qemu:///system (see live_connection)."""
     _require_root()
-    subprocess.run(
-        ["bash", str(REPO_ROOT / "tools" / "start-libvirtd.sh")],
-        check=True,
-    )
-    libvirt.registerErrorHandler(_ignore_libvirt_error, None)
-    conn = libvirt.open(LIBVIRT_URI)
-    try:
-        yield conn
-    finally:
-        conn.close()
+    return live_connection()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import re
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -688,3 +689,27 @@ def booted_guest(
         if sock_dir is not None:
             with contextlib.suppress(OSError):
                 sock_dir.rmdir()
+
+
+def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
+    """Errors still raise libvirtError; only the stderr echo is muted."""
+
+
+_connection: libvirt.virConnect | None = None
+
+
+def live_connection() -> libvirt.virConnect:
+    """A live connection to qemu:///system, starting libvirtd if needed.
+
+    Re-opened when it died: the fault tests restart libvirtd on purpose.
+    """
+    global _connection
+    if _connection is not None and _connection.isAlive():
+        return _connection
+    subprocess.run(
+        ["bash", str(Path(__file__).resolve().parents[2] / "tools" / "start-libvirtd.sh")],
+        check=True,
+    )
+    libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+    _connection = libvirt.open("qemu:///system")
+    return _connection

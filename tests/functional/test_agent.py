@@ -21,7 +21,13 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.functional.guests import BootedGuest, booted_guest, start_memhog, wait_until
+from tests.functional.guests import (
+    BootedGuest,
+    booted_guest,
+    live_connection,
+    start_memhog,
+    wait_until,
+)
 
 pytestmark = pytest.mark.functional
 
@@ -102,8 +108,7 @@ def balloon_mib(guest: BootedGuest) -> int:
 
 
 @pytest.fixture(scope="module")
-def guests(
-    libvirt_conn: libvirt.virConnect, guest_image: Path, tmp_path_factory: pytest.TempPathFactory
+def guests(guest_image: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, BootedGuest]]:
     workdir = tmp_path_factory.mktemp("guests")
     specs = {
@@ -128,7 +133,7 @@ def guests(
         yield {
             role: stack.enter_context(
                 booted_guest(
-                    libvirt_conn,
+                    live_connection(),
                     name=f"nbagent-{role}",
                     image_dir=guest_image,
                     workdir=workdir,

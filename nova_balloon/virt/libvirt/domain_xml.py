@@ -23,17 +23,24 @@ _UNIT_KIB = {'b': 1 / 1024, 'bytes': 1 / 1024, 'k': 1, 'kib': 1, 'kb': 1000 / 10
              'g': 1024 ** 2, 'gib': 1024 ** 2, 'gb': 1000 ** 3 / 1024}
 
 
+def _whole_number(text: str | None) -> int | None:
+    """An ASCII decimal integer, or None ('²'.isdigit() is True, int('²') fails)."""
+    text = (text or '').strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 class DomainXMLError(ValueError):
     """The domain XML cannot be used; the guest is skipped with this reason."""
 
 
 def _memory_kib(element: Element | None) -> int:
-    if element is None or not (element.text or '').strip().isdigit():
+    amount = _whole_number(element.text) if element is not None else None
+    if element is None or amount is None:
         raise DomainXMLError('domain XML has no valid <memory>')
     unit = element.get('unit', 'KiB').lower()
     if unit not in _UNIT_KIB:
         raise DomainXMLError(f'domain XML has an unknown memory unit {unit!r}')
-    return int(int(element.text.strip()) * _UNIT_KIB[unit])
+    return int(amount * _UNIT_KIB[unit])
 
 
 def _unballoonable(root: Element) -> str | None:
@@ -57,8 +64,8 @@ def _unballoonable(root: Element) -> str | None:
 
 def _stats_period(root: Element) -> int | None:
     stats = root.find('./devices/memballoon/stats')
-    period = stats.get('period', '') if stats is not None else ''
-    return int(period) if period.isdigit() and int(period) > 0 else None
+    period = _whole_number(stats.get('period')) if stats is not None else None
+    return period if period else None
 
 
 def _nova_metadata(root: Element) -> NovaMetadata | None:
@@ -76,15 +83,15 @@ def _nova_metadata(root: Element) -> NovaMetadata | None:
         return NovaMetadata(
             instance_name=instance.findtext(f'{{{ns}}}name'),
             flavor_name=flavor.get('name') if flavor is not None else None,
-            flavor_memory_mb=int(memory) if memory and memory.strip().isdigit() else None,
+            flavor_memory_mb=_whole_number(memory),
             extra_specs=extra_specs)
     return None
 
 
 def parse_domain_xml(xml: str) -> GuestFacts:
     """Parse one domain's XML into its facts; raises DomainXMLError."""
-    if len(xml) > MAX_XML_BYTES:
-        raise DomainXMLError(f'domain XML is {len(xml)} bytes, over the '
+    if len(xml.encode('utf-8', 'replace')) > MAX_XML_BYTES:
+        raise DomainXMLError(f'domain XML is over the '
                              f'{MAX_XML_BYTES} byte limit')
     try:
         root = SafeET.fromstring(xml, forbid_dtd=True)

@@ -1,0 +1,1 @@
+"""Integration with Nova's API: validators for the ``balloon:*`` extra specs."""

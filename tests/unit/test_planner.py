@@ -1,0 +1,470 @@
+"""Unit tests of nova_balloon.controller.planner: classify, make_view and plan."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import pytest
+from oslo_config import cfg
+
+from nova_balloon.conf import balloon
+from nova_balloon.controller import planner
+from nova_balloon.controller.planner import GuestMemory, Settings, classify, make_view, plan
+from nova_balloon.flavor_policy import PolicyDefaults
+from nova_balloon.model import (
+    Action,
+    BalloonStats,
+    GuestFacts,
+    GuestSample,
+    GuestView,
+    HostSnapshot,
+    NovaMetadata,
+    RunState,
+)
+from nova_balloon.policies import Policy
+from nova_balloon.safety import SafetyLimits
+
+MiB = 1024
+GiB = 1024 * MiB
+CEILING = 4 * GiB
+
+LIMITS = SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
+                      max_shrink_kib=128 * MiB, dead_band_kib=16 * MiB)
+# Default ratio 2.0, so that a guest with no balloon keys is managed, floor 2 GiB.
+SETTINGS = Settings(defaults=PolicyDefaults(overcommit_ratio=2.0, min_memory_mb=256,
+                                            shares=1000),
+                    manage_unmanaged_guests=False, limits=LIMITS, interval_s=2.0,
+                    stats_period_s=2)
+NOW = 1000.0
+HOST = HostSnapshot(total_kib=64 * GiB, available_kib=32 * GiB, now=NOW)
+# The agent first saw the balloon at its size long before the statistics
+# (taken at NOW - age): the balloon has settled and demand is known.
+SETTLED = 900.0
+
+
+def mem(target: int | None, actual: int | None, shrunk: bool,
+        since: float | None = SETTLED) -> GuestMemory:
+    return GuestMemory(target_kib=target, actual_kib=actual, shrunk=shrunk, actual_since=since)
+
+
+def core(m: GuestMemory) -> tuple:
+    """The fields these tests are about: target, actual, shrunk, actual_since."""
+    return (m.target_kib, m.actual_kib, m.shrunk, m.actual_since)
+
+
+def nova(specs: dict[str, str] | None = None, flavor: str = 'm1.large') -> NovaMetadata:
+    return NovaMetadata(instance_name='instance-0001', flavor_name=flavor,
+                        flavor_memory_mb=4096, extra_specs=specs)
+
+
+def sample(uuid: str = 'u1', *, meta: NovaMetadata | None = None, no_nova: bool = False,
+           unballoonable: str | None = None, period: int | None = None,
+           run_state: RunState = RunState.RUNNING, age: float | None = 1.0,
+           stats: BalloonStats | None = None) -> GuestSample:
+    facts = GuestFacts(uuid=uuid, name=f'guest-{uuid}', max_memory_kib=CEILING,
+                       nova=None if no_nova else (meta or nova({})),
+                       unballoonable=unballoonable, stats_period_s=period)
+    if stats is None:
+        stats = BalloonStats(actual_kib=CEILING, usable_kib=3 * GiB, unused_kib=2 * GiB,
+                             available_kib=CEILING, swap_in_kib=0, major_faults=0,
+                             last_update=12345)
+    return GuestSample(facts=facts, stats=stats, run_state=run_state, stats_age_s=age)
+
+
+class FixedPolicy(Policy):
+    """Returns the proposals it was built with and records what it was shown.
+
+    It isolates the planner from the default policy: the tests check how the
+    planner classifies, builds views and applies the safety rules, not what
+    AdaptivePolicy happens to propose.
+    """
+
+    def __init__(self, proposals: Mapping[str, int]):
+        super().__init__(cfg.ConfigOpts())
+        self.proposals = dict(proposals)
+        self.calls: list[list[GuestView]] = []
+
+    def propose(self, host: HostSnapshot, guests: Sequence[GuestView]) -> Mapping[str, int]:
+        self.calls.append(list(guests))
+        return self.proposals
+
+
+# -- classify -----------------------------------------------------------------------
+
+def test_classify_managed_guest():
+    item = classify(sample(), {}, SETTINGS)
+    assert item.ignore_reason is None
+    assert item.floor_kib == 2 * GiB
+    assert item.ceiling_kib == CEILING
+    assert item.policy.overcommit_ratio == 2.0 and item.policy.shares == 1000
+
+
+def test_classify_unballoonable():
+    reason = 'no balloon device (memballoon model none)'
+    item = classify(sample(unballoonable=reason), {}, SETTINGS)
+    assert item.ignore_reason == reason
+    assert item.policy is None and item.floor_kib is None
+
+
+def test_classify_unballoonable_wins_over_run_state():
+    item = classify(sample(unballoonable='hugepage memory backing',
+                           run_state=RunState.PAUSED), {}, SETTINGS)
+    assert item.ignore_reason == 'hugepage memory backing'
+
+
+@pytest.mark.parametrize('run_state, reason', [
+    (RunState.PAUSED, 'not running (paused)'),
+    (RunState.OTHER, 'not running (other)'),
+    (RunState.MIGRATING, 'migration in progress'),
+])
+def test_classify_not_running(run_state, reason):
+    assert classify(sample(run_state=run_state), {}, SETTINGS).ignore_reason == reason
+
+
+def test_classify_no_nova_metadata_not_managed_by_default():
+    item = classify(sample(no_nova=True), {}, SETTINGS)
+    assert 'no Nova metadata' in item.ignore_reason
+    assert 'manage_unmanaged_guests' in item.ignore_reason
+
+
+def test_classify_no_nova_metadata_managed_when_asked():
+    settings = dataclasses.replace(SETTINGS, manage_unmanaged_guests=True)
+    item = classify(sample(no_nova=True), {'m1.large': {'balloon:overcommit_ratio': 4}},
+                    settings)
+    assert item.ignore_reason is None
+    assert item.floor_kib == 2 * GiB  # defaults: 4 GiB / 2.0, no flavor to look up
+
+
+def test_classify_no_nova_metadata_with_default_ratio_one_not_reclaimable():
+    settings = dataclasses.replace(
+        SETTINGS, manage_unmanaged_guests=True,
+        defaults=PolicyDefaults(overcommit_ratio=1.0, min_memory_mb=256, shares=1000))
+    item = classify(sample(no_nova=True), {}, settings)
+    assert item.ignore_reason.startswith('not reclaimable')
+
+
+@pytest.mark.parametrize('key, value', [
+    ('balloon:overcommit_ratio', 'abc'),
+    ('balloon:min_memory_mb', '-1'),
+    ('balloon:shares', '0'),
+    ('balloon:enabled', 'maybe'),
+    ('balloon:min_memory_mb', '8192'),  # above the 4096 MiB flavor
+])
+def test_classify_invalid_extra_spec(key, value):
+    item = classify(sample(meta=nova({key: value})), {}, SETTINGS)
+    assert item.ignore_reason.startswith('invalid flavor policy: ')
+    assert key in item.ignore_reason
+    assert value in item.ignore_reason
+    assert item.policy is None
+
+
+def test_classify_enabled_false():
+    item = classify(sample(meta=nova({'balloon:enabled': 'false'})), {}, SETTINGS)
+    assert item.ignore_reason == 'balloon:enabled=false'
+    assert item.policy is not None and item.policy.enabled is False
+    assert item.floor_kib == 2 * GiB
+
+
+def test_classify_ratio_one_not_reclaimable():
+    item = classify(sample(meta=nova({'balloon:overcommit_ratio': '1.0'})), {}, SETTINGS)
+    assert item.ignore_reason == 'not reclaimable: floor equals flavor RAM (ratio 1)'
+    assert item.floor_kib == item.ceiling_kib == CEILING
+
+
+def test_classify_min_memory_equal_to_ram_not_reclaimable():
+    item = classify(sample(meta=nova({'balloon:min_memory_mb': '4096'})), {}, SETTINGS)
+    assert item.ignore_reason.startswith('not reclaimable')
+    assert item.floor_kib == CEILING
+
+
+def test_classify_policy_file_by_flavor_name():
+    policy_file = {'m1.large': {'balloon:overcommit_ratio': 4, 'balloon:shares': 7},
+                   'm1.small': {'balloon:overcommit_ratio': 1.0}}
+    item = classify(sample(meta=nova(None)), policy_file, SETTINGS)
+    assert item.ignore_reason is None
+    assert item.floor_kib == 1 * GiB  # 4 GiB / 4
+    assert item.policy.shares == 7
+
+
+def test_classify_extra_specs_beat_policy_file():
+    policy_file = {'m1.large': {'balloon:overcommit_ratio': 4}}
+    item = classify(sample(meta=nova({'balloon:overcommit_ratio': '1.0'})), policy_file,
+                    SETTINGS)
+    assert item.ignore_reason.startswith('not reclaimable')
+
+
+# -- stats_fresh -------------------------------------------------------------------
+
+@pytest.mark.parametrize('period, age, fresh', [
+    (None, 6.0, True),      # settings: 2 * 2 + 2 = 6
+    (None, 6.001, False),
+    (None, 0.0, True),
+    (None, -2.0, True),     # clock skew down to one interval
+    (None, -2.001, False),
+    (None, None, False),
+    (10, 22.0, True),       # the guest's own period: 2 * 10 + 2 = 22
+    (10, 22.5, False),
+    (1, 4.0, True),         # 2 * 1 + 2
+    (1, 4.5, False),
+])
+def test_stats_fresh(period, age, fresh):
+    assert planner.stats_fresh(sample(period=period, age=age), SETTINGS) is fresh
+
+
+# -- make_view ---------------------------------------------------------------------
+
+def view_of(s: GuestSample, memory: GuestMemory | None = None, now: float = NOW) -> GuestView:
+    item = classify(s, {}, SETTINGS)
+    assert item.ignore_reason is None
+    return make_view(item, memory, SETTINGS, now)
+
+
+def test_make_view_fields():
+    s = sample(meta=nova({'balloon:shares': '42'}), age=1.0)
+    v = view_of(s, mem(3 * GiB, CEILING, True))
+    assert (v.uuid, v.name) == ('u1', 'guest-u1')
+    assert (v.ceiling_kib, v.floor_kib, v.shares) == (CEILING, 2 * GiB, 42)
+    assert v.actual_kib == CEILING
+    assert v.target_kib == 3 * GiB
+    assert v.usable_kib == 3 * GiB
+    assert v.demand_kib == 1 * GiB  # actual 4 GiB - usable 3 GiB
+    assert (v.swap_in_kib, v.major_faults) == (0, 0)
+    assert v.stats_fresh is True
+    assert v.balloon_moving is False
+    assert v.deflated_on_oom is False  # above the target, but not rising
+
+
+def test_make_view_first_sight_counts_as_moving():
+    """Without memory the agent cannot know the stats match the balloon size."""
+    v = view_of(sample())
+    assert v.target_kib is None
+    assert v.balloon_moving is True
+    assert v.usable_kib == 3 * GiB
+    assert v.demand_kib is None
+    assert v.deflated_on_oom is False
+
+
+def test_make_view_adopted_memory_without_since_counts_as_moving():
+    v = view_of(sample(), mem(3 * GiB, None, True, since=None))
+    assert v.balloon_moving is True and v.demand_kib is None
+    assert v.target_kib == 3 * GiB
+
+
+def test_make_view_balloon_size_changed_counts_as_moving():
+    v = view_of(sample(), mem(3 * GiB, 3 * GiB, True))
+    assert v.balloon_moving is True and v.demand_kib is None
+
+
+@pytest.mark.parametrize('since, moving', [
+    (998.0, True),    # stats at 999.0 <= 998.0 + 1 s report lag
+    (997.5, False),   # stats at 999.0 > 998.5
+    (NOW, True),
+])
+def test_make_view_moving_boundary(since, moving):
+    v = view_of(sample(age=1.0), mem(None, CEILING, False, since=since))
+    assert v.balloon_moving is moving
+    assert v.demand_kib == (None if moving else 1 * GiB)
+
+
+def test_make_view_unknown_stats_age_counts_as_moving_and_stale():
+    v = view_of(sample(age=None), mem(None, CEILING, False))
+    assert v.balloon_moving is True and v.stats_fresh is False and v.demand_kib is None
+
+
+def test_make_view_stale():
+    assert view_of(sample(age=100.0), mem(None, CEILING, False)).stats_fresh is False
+
+
+@pytest.mark.parametrize('stats', [
+    BalloonStats(actual_kib=2 * GiB, usable_kib=2 * GiB + 1),          # usable > actual
+    BalloonStats(actual_kib=2 * GiB, usable_kib=-1),
+    BalloonStats(actual_kib=2 * GiB, usable_kib=GiB, unused_kib=-5),
+    BalloonStats(actual_kib=2 * GiB, usable_kib=GiB, available_kib=-1),
+    BalloonStats(actual_kib=2 * GiB, usable_kib=GiB, swap_in_kib=-1),
+    BalloonStats(actual_kib=2 * GiB, usable_kib=GiB, major_faults=-1),
+    BalloonStats(actual_kib=2 * GiB),                                  # usable missing
+])
+def test_make_view_invalid_stats(stats):
+    v = view_of(sample(stats=stats), mem(None, 2 * GiB, False))
+    assert v.balloon_moving is False
+    assert v.usable_kib is None
+    assert v.demand_kib is None
+    assert v.actual_kib == 2 * GiB
+
+
+def test_make_view_missing_actual_falls_back_to_ceiling():
+    v = view_of(sample(stats=BalloonStats(usable_kib=GiB)), mem(None, None, False))
+    assert v.actual_kib == CEILING
+    assert v.usable_kib is None and v.demand_kib is None
+
+
+def test_make_view_usable_equal_to_actual_is_valid():
+    v = view_of(sample(stats=BalloonStats(actual_kib=2 * GiB, usable_kib=2 * GiB)),
+                mem(None, 2 * GiB, False))
+    assert (v.usable_kib, v.demand_kib) == (2 * GiB, 0)
+
+
+def _actual(kib: int) -> BalloonStats:
+    return BalloonStats(actual_kib=kib, usable_kib=kib // 2)
+
+
+@pytest.mark.parametrize('actual, memory, deflated', [
+    (3 * GiB, mem(2 * GiB, 2 * GiB, True), True),               # rose above target
+    (2 * GiB + 2 * MiB + 1, mem(2 * GiB, 2 * GiB, True), True),  # just past the tolerance
+    (2 * GiB + 2 * MiB, mem(2 * GiB, 2 * GiB, True), False),     # rounding of the size
+    (3 * GiB, mem(2 * GiB, 3 * GiB, True), False),              # above target, not rising
+    (3 * GiB, mem(2 * GiB, 3 * GiB + MiB, True), False),        # still coming down
+    (2 * GiB, mem(2 * GiB, 1 * GiB, True), False),              # rose to the target: a grow
+    (3 * GiB, mem(2 * GiB, None, True), False),                 # adopted: no previous actual
+    (3 * GiB, mem(None, 2 * GiB, False), False),                # no target
+    (3 * GiB, None, False),
+])
+def test_make_view_deflated_on_oom(actual, memory, deflated):
+    assert view_of(sample(stats=_actual(actual)), memory).deflated_on_oom is deflated
+
+
+# -- plan ------------------------------------------------------------------------------
+
+def test_plan_managed_shrink_remembered():
+    # floor 2 GiB; keep = 1 GiB + 419430; max shrink: 4 GiB - 128 MiB wins.
+    policy = FixedPolicy({'u1': 2 * GiB})
+    result = plan(HOST, [sample()], policy, {}, {'u1': mem(None, CEILING, False)}, SETTINGS)
+    [d] = result.decisions
+    assert (d.uuid, d.action, d.target_kib) == ('u1', Action.SHRINK, CEILING - 128 * MiB)
+    assert set(result.memory) == {'u1'}
+    assert core(result.memory['u1']) == core(mem(CEILING - 128 * MiB, CEILING, True))
+    assert set(result.views) == {'u1'}
+    assert [g.uuid for g in policy.calls[0]] == ['u1']
+
+
+def test_plan_first_sight_no_shrink():
+    result = plan(HOST, [sample()], FixedPolicy({'u1': 2 * GiB}), {}, {}, SETTINGS)
+    [d] = result.decisions
+    assert (d.action, d.target_kib) == (Action.HOLD, CEILING)
+    assert core(result.memory['u1']) == core(mem(CEILING, CEILING, False, since=NOW))
+
+
+def test_plan_no_further_shrink_while_balloon_moves():
+    s = sample(stats=BalloonStats(actual_kib=CEILING - 64 * MiB, usable_kib=3 * GiB))
+    memory = {'u1': mem(CEILING - 128 * MiB, CEILING, True)}
+    result = plan(HOST, [s], FixedPolicy({'u1': 2 * GiB}), {}, memory, SETTINGS)
+    [d] = result.decisions
+    assert (d.action, d.target_kib) == (Action.HOLD, CEILING - 128 * MiB)
+    # The new size is remembered from now on.
+    assert core(result.memory['u1']) == core(mem(CEILING - 128 * MiB, CEILING - 64 * MiB,
+                                                 True, since=NOW))
+
+
+def test_plan_grow_to_ceiling_clears_shrunk():
+    s = sample(stats=BalloonStats(actual_kib=3 * GiB, usable_kib=100 * MiB))
+    memory = {'u1': mem(3 * GiB, 3 * GiB, True)}
+    result = plan(HOST, [s], FixedPolicy({'u1': 10 * GiB}), {}, memory, SETTINGS)
+    [d] = result.decisions
+    assert (d.action, d.target_kib) == (Action.GROW, CEILING)
+    assert core(result.memory['u1']) == core(mem(CEILING, 3 * GiB, False))
+
+
+def test_plan_grow_below_ceiling_is_still_shrunk():
+    s = sample(stats=BalloonStats(actual_kib=3 * GiB, usable_kib=100 * MiB))
+    memory = {'u1': mem(3 * GiB, 3 * GiB, True)}
+    result = plan(HOST, [s], FixedPolicy({'u1': 3 * GiB + 512 * MiB}), {}, memory, SETTINGS)
+    assert core(result.memory['u1']) == core(mem(3 * GiB + 512 * MiB, 3 * GiB, True))
+
+
+def test_plan_hold_keeps_target_and_shrunk_flag():
+    s = sample(stats=BalloonStats(actual_kib=3 * GiB, usable_kib=2 * GiB))
+    memory = {'u1': mem(3 * GiB, 3 * GiB, True)}
+    result = plan(HOST, [s], FixedPolicy({}), {}, memory, SETTINGS)
+    [d] = result.decisions
+    assert (d.action, d.target_kib) == (Action.HOLD, 3 * GiB)
+    assert core(result.memory['u1']) == core(mem(3 * GiB, 3 * GiB, True))
+
+
+def test_plan_deflated_guest_grown_to_actual():
+    s = sample(stats=BalloonStats(actual_kib=3 * GiB + 512 * MiB, usable_kib=50 * MiB))
+    memory = {'u1': mem(3 * GiB, 3 * GiB, True)}
+    result = plan(HOST, [s], FixedPolicy({'u1': 3 * GiB}), {}, memory, SETTINGS)
+    assert result.views['u1'].deflated_on_oom is True
+    [d] = result.decisions
+    assert (d.action, d.target_kib) == (Action.GROW, 3 * GiB + 512 * MiB)
+    assert core(result.memory['u1']) == core(mem(3 * GiB + 512 * MiB, 3 * GiB + 512 * MiB,
+                                                 True, since=NOW))
+
+
+@pytest.mark.parametrize('ignored', [
+    dict(meta=nova({'balloon:enabled': 'false'})),
+    dict(meta=nova({'balloon:overcommit_ratio': '1.0'})),
+    dict(meta=nova({'balloon:shares': 'x'})),
+    dict(no_nova=True),
+])
+def test_plan_ignored_guest_shrunk_earlier_restored(ignored):
+    s = sample(stats=BalloonStats(actual_kib=3 * GiB, usable_kib=2 * GiB), **ignored)
+    memory = {'u1': mem(3 * GiB, 3 * GiB, True)}
+    policy = FixedPolicy({'u1': 1 * GiB})
+    result = plan(HOST, [s], policy, {}, memory, SETTINGS)
+    [d] = result.decisions
+    assert (d.action, d.target_kib) == (Action.GROW, CEILING)
+    assert d.reason.startswith('restoring full memory 4096 MiB: ')
+    assert core(result.memory['u1']) == core(mem(CEILING, 3 * GiB, False))
+    assert result.views == {}
+    assert policy.calls == []  # no managed guest: the policy is not asked
+
+
+@pytest.mark.parametrize('ignored', [
+    dict(run_state=RunState.PAUSED),
+    dict(run_state=RunState.MIGRATING),
+    dict(unballoonable='PCI host device assigned'),
+])
+def test_plan_ignored_guest_that_cannot_be_restored_now_stays_owed(ignored):
+    s = sample(stats=BalloonStats(actual_kib=3 * GiB, usable_kib=2 * GiB), **ignored)
+    memory = {'u1': mem(3 * GiB, 3 * GiB, True)}
+    result = plan(HOST, [s], FixedPolicy({}), {}, memory, SETTINGS)
+    [d] = result.decisions
+    assert (d.action, d.target_kib) == (Action.IGNORE, None)
+    assert core(result.memory['u1']) == core(mem(3 * GiB, 3 * GiB, True))
+
+
+def test_plan_ignored_guest_never_shrunk_is_left_alone():
+    s = sample(meta=nova({'balloon:enabled': 'false'}))
+    result = plan(HOST, [s], FixedPolicy({}), {}, {}, SETTINGS)
+    [d] = result.decisions
+    assert (d.action, d.target_kib, d.reason) == (Action.IGNORE, None, 'balloon:enabled=false')
+    assert core(result.memory['u1']) == core(mem(None, CEILING, False, since=NOW))
+
+
+def test_plan_mixed_guests_only_managed_reach_policy():
+    samples = [sample('a'), sample('b', run_state=RunState.PAUSED),
+               sample('c', meta=nova({'balloon:overcommit_ratio': '4'}))]
+    memory = {u: mem(None, CEILING, False) for u in 'abc'}
+    # c: floor 1 GiB; proposal 1 GiB; max shrink from 4 GiB wins.
+    policy = FixedPolicy({'c': 1 * GiB, 'b': 1 * GiB, 'nobody': 1})
+    result = plan(HOST, samples, policy, {}, memory, SETTINGS)
+    assert sorted(g.uuid for g in policy.calls[0]) == ['a', 'c']
+    by_uuid = {d.uuid: d for d in result.decisions}
+    assert by_uuid['a'].action is Action.HOLD
+    assert by_uuid['b'].action is Action.IGNORE
+    assert (by_uuid['c'].action, by_uuid['c'].target_kib) == (Action.SHRINK,
+                                                              CEILING - 128 * MiB)
+    assert set(result.memory) == {'a', 'b', 'c'}
+    assert set(result.classified) == {'a', 'b', 'c'}
+
+
+def test_plan_forgets_guests_that_are_gone():
+    memory = {'gone': mem(1 * GiB, 1 * GiB, True)}
+    result = plan(HOST, [sample()], FixedPolicy({}), {}, memory, SETTINGS)
+    assert set(result.memory) == {'u1'}
+
+
+# -- Settings.from_conf ---------------------------------------------------------------
+
+def test_settings_from_conf_defaults():
+    conf = cfg.ConfigOpts()
+    balloon.register_opts(conf)
+    conf([])
+    s = Settings.from_conf(conf.balloon)
+    assert s.defaults == PolicyDefaults(overcommit_ratio=1.0, min_memory_mb=256, shares=1000)
+    assert s.manage_unmanaged_guests is False
+    assert s.limits == SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
+                                    max_shrink_kib=128 * MiB, dead_band_kib=16 * MiB)
+    assert (s.interval_s, s.stats_period_s) == (2, 2)
