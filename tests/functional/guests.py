@@ -607,15 +607,40 @@ def host_supports_hugepages() -> bool:
 
 
 def destroy_quietly(dom: libvirt.virDomain) -> None:
-    """Destroy a domain, ignoring that it may already be gone."""
+    """Destroy a domain, ignoring that it may already be gone.
+
+    If the domain's connection died (a test restarted libvirtd), the domain
+    is looked up again on a live connection.
+    """
+    gone = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
     try:
         dom.destroy()
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() not in (
-            libvirt.VIR_ERR_NO_DOMAIN,
-            libvirt.VIR_ERR_OPERATION_INVALID,  # not running any more
-        ):
+        if exc.get_error_code() in gone:
+            return
+        if _answers(dom.connect()):
             raise
+        try:
+            live_connection().lookupByUUIDString(dom.UUIDString()).destroy()
+        except libvirt.libvirtError as again:
+            if again.get_error_code() not in gone:
+                raise
+
+
+def _answers(conn: libvirt.virConnect) -> bool:
+    """Whether libvirtd still answers on this connection (isAlive lags a restart)."""
+    try:
+        conn.getLibVersion()
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+def current_domain(guest: BootedGuest) -> libvirt.virDomain:
+    """The guest's domain on a live connection (libvirtd may have restarted)."""
+    if _answers(guest.dom.connect()):
+        return guest.dom
+    return live_connection().lookupByUUIDString(guest.uuid)
 
 
 def _socket_path(workdir: Path, name: str) -> tuple[Path, Path | None]:
@@ -704,7 +729,7 @@ def live_connection() -> libvirt.virConnect:
     Re-opened when it died: the fault tests restart libvirtd on purpose.
     """
     global _connection
-    if _connection is not None and _connection.isAlive():
+    if _connection is not None and _answers(_connection):
         return _connection
     subprocess.run(
         ["bash", str(Path(__file__).resolve().parents[2] / "tools" / "start-libvirtd.sh")],
