@@ -70,7 +70,8 @@ def guard(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> D
     elif target < guest.actual_kib:
         blocker = _shrink_blocker(guest)
         if blocker is not None:
-            target = min(guest.ceiling_kib, guest.actual_kib)
+            # Neither below what the guest has nor below a growth under way.
+            target = min(guest.ceiling_kib, max(guest.actual_kib, current))
             why.append(f'no shrink: {blocker}')
         elif guest.demand_kib is None:
             # The current target was checked when it was set: let the balloon
