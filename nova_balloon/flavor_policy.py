@@ -58,7 +58,8 @@ def parse_min_memory_mb(value: Any) -> int:
 
 def parse_shares(value: Any) -> int:
     text = str(value).strip()
-    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_SHARES:
+    whole = text.isascii() and text.isdigit()
+    if isinstance(value, bool) or not whole or not 1 <= int(text) <= MAX_SHARES:
         raise ValueError(f'must be a whole number from 1 to {MAX_SHARES}')
     return int(text)
 

@@ -26,6 +26,7 @@ class BalloonAgent(service.Service):
         super().__init__()
         self.conf = conf
         self.started_at = time.time()
+        self.cycles = 0
         previous = state.read(conf.balloon.state_file)
         memory = state.adopted_memory(previous)
         if memory:
@@ -55,6 +56,7 @@ class BalloonAgent(service.Service):
             # A bug, not a routine event: keep the service alive for the next cycle.
             LOG.exception('Control cycle failed; balloons stay as they are')
             return
+        self.cycles += 1
         self._write_state(report, running=True)
 
     def _write_state(self, report: CycleReport | None, running: bool) -> None:
@@ -69,6 +71,7 @@ class BalloonAgent(service.Service):
             'dry_run': self.conf.balloon.dry_run,
             'libvirt_uri': self.driver.uri,
             'outage': report.outage if report else None,
+            'cycles': self.cycles,
             'cycle_ms': round(report.duration_s * 1000, 1) if report else None,
             'guests': (state.guest_rows(report.plan) if report and report.plan
                        else previous.get('guests', [])),
