@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from nova_balloon import flavor_policy, policies
 from nova_balloon.agent import state
 from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import Controller, CycleReport
+from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 from nova_balloon.virt.libvirt import driver as libvirt_driver
 
 LOG = logging.getLogger(__name__)
@@ -27,6 +29,10 @@ class BalloonAgent(service.Service):
         self.conf = conf
         self.started_at = time.time()
         self.cycles = 0
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._last_actual: dict[str, int] = {}
+        self._loop_thread: threading.Thread | None = None
         previous = state.read(conf.balloon.state_file)
         memory = state.adopted_memory(previous)
         if memory:
@@ -46,18 +52,55 @@ class BalloonAgent(service.Service):
                  self.conf.balloon.stats_period, self.driver.uri,
                  ', DRY RUN' if self.conf.balloon.dry_run else '')
         libvirt_driver.start_event_loop()
-        self.tg.add_timer_args(self.conf.balloon.interval, self.run_cycle,
-                               initial_delay=0, stop_on_exception=False)
+        self.driver.on_balloon_change = self._balloon_changed
+        self._loop_thread = threading.Thread(target=self._loop, name='balloon-cycle',
+                                             daemon=True)
+        self._loop_thread.start()
 
-    def run_cycle(self) -> None:
+    def _loop(self) -> None:
+        """A cycle every interval, sooner when a guest needs it.
+
+        While a guest is short of free memory the cycle runs at the fast stats
+        period, and a guest that deflates its balloon on OOM wakes it at once.
+        """
+        while not self._stopping.is_set():
+            report = self.run_cycle()
+            closely = report is not None and report.plan is not None and \
+                report.plan.watching_closely
+            wait = self.conf.balloon.fast_stats_period if closely else \
+                self.conf.balloon.interval
+            self._wake.wait(min(wait, self.conf.balloon.interval))
+            self._wake.clear()
+
+    def _balloon_changed(self, uuid: str, actual_kib: int) -> None:
+        """On libvirt's event thread: wake the loop if the guest deflated on OOM.
+
+        A balloon that grows while above its target was deflated by the guest
+        itself (autodeflate); one that shrinks toward its target is just moving.
+        """
+        before, self._last_actual[uuid] = self._last_actual.get(uuid), actual_kib
+        remembered = self.controller.memory.get(uuid)
+        if before is None or actual_kib <= before or remembered is None or \
+                remembered.target_kib is None or \
+                actual_kib <= remembered.target_kib + SETTLE_TOLERANCE_KIB:
+            return
+        LOG.info('Guest %s deflated its balloon to %d MiB, above its target %d MiB: '
+                 'running a cycle now', uuid, actual_kib // 1024,
+                 remembered.target_kib // 1024)
+        self._wake.set()
+
+    def run_cycle(self) -> CycleReport | None:
         try:
             report = self.controller.run_cycle()
         except Exception:
             # A bug, not a routine event: keep the service alive for the next cycle.
             LOG.exception('Control cycle failed; balloons stay as they are')
-            return
+            return None
         self.cycles += 1
+        known = self.controller.memory
+        self._last_actual = {u: a for u, a in self._last_actual.items() if u in known}
         self._write_state(report, running=True)
+        return report
 
     def _write_state(self, report: CycleReport | None, running: bool) -> None:
         previous = state.read(self.conf.balloon.state_file) or {}
@@ -72,6 +115,7 @@ class BalloonAgent(service.Service):
             'libvirt_uri': self.driver.uri,
             'outage': report.outage if report else None,
             'cycles': self.cycles,
+            'libvirt_calls': self.driver.calls,
             'cycle_ms': round(report.duration_s * 1000, 1) if report else None,
             'guests': (state.guest_rows(report.plan) if report and report.plan
                        else previous.get('guests', [])),
@@ -83,9 +127,17 @@ class BalloonAgent(service.Service):
             LOG.warning('Cannot write the state file %s: %s', self.conf.balloon.state_file,
                         exc)
 
+    def wait(self) -> None:
+        """Block the main thread until stopped; it must stay free for signals."""
+        while not self._stopping.wait(1):
+            pass
+
     def stop(self, graceful: bool = False) -> None:
         LOG.info('nova-balloon-agent stopping')
-        self.tg.stop_timers(wait=True)
+        self._stopping.set()
+        self._wake.set()
+        if self._loop_thread is not None:
+            self._loop_thread.join()
         if self.conf.balloon.restore_on_stop and not self.conf.balloon.dry_run:
             restored = self.controller.restore_all()
             LOG.info('Restored %d guests to their full memory', len(restored))

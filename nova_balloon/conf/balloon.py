@@ -20,8 +20,12 @@ every target passes through cannot be changed by a policy.
 
 Possible values:
 
-* ``adaptive``: (default) keeps a memory buffer above each guest's demand
-  and shares host memory by ``balloon:shares`` under contention.
+* ``adaptive``: (default) gives each guest its recent peak demand plus a
+  buffer, grows a guest short of memory at once within what the host has
+  free, and shares host memory by ``balloon:shares`` under contention.
+* ``static``, ``mom``, ``proxmox``, ``squeezed``: re-implementations of other
+  balloon controllers' algorithms, to compare with (``nova-balloon
+  simulate``); not meant for production.
 * The name of any policy another package registers in the namespace.
 """),
     cfg.IntOpt('interval',
@@ -33,17 +37,38 @@ Seconds between two control cycles of the agent.
 
 Related options:
 
-* ``stats_period``: statistics older than this interval are not fresh.
+* ``fast_stats_period``: the interval while a guest is short of memory.
 """),
     cfg.IntOpt('stats_period',
-               default=2,
+               default=10,
                min=1,
                max=3600,
                help="""
-Balloon statistics period, in seconds, set on each managed guest that has
-none. Guests that already have one (Nova's ``[libvirt]
-mem_stats_period_seconds``) keep theirs. The agent never shrinks a guest whose
+Balloon statistics period, in seconds, of managed guests with plenty of free
+memory (10 s is Nova's ``[libvirt] mem_stats_period_seconds`` default). The
+agent sets it on every guest it manages; it never shrinks a guest whose
 statistics did not refresh within a few periods.
+
+Related options:
+
+* ``fast_stats_period``, ``fast_free_mb``: guests short of free memory.
+"""),
+    cfg.IntOpt('fast_stats_period',
+               default=1,
+               min=1,
+               max=60,
+               help="""
+Balloon statistics period, in seconds, of managed guests with less than
+``fast_free_mb`` of free memory, and the agent's cycle interval while any
+guest is in that state: a guest filling its memory must be seen, and grown,
+before it runs out. Costs one guest wake-up per period per such guest.
+"""),
+    cfg.IntOpt('fast_free_mb',
+               default=1024,
+               min=0,
+               help="""
+Free memory (the guest's MemAvailable), in MiB, below which a managed guest
+is watched closely: ``fast_stats_period`` instead of ``stats_period``.
 """),
     cfg.BoolOpt('dry_run',
                 default=False,
@@ -177,17 +202,48 @@ policy_opts = [
                default=1024,
                min=0,
                help="""
-Host memory, in MiB, that the adaptive policy keeps free. Below it the policy
-reclaims idle memory from guests harder (down to the headroom, by shares);
-above it every guest keeps a comfortable buffer.
+Host memory, in MiB, that the adaptive policy never hands out: the guests'
+targets add up to at most what the host has less this, and one cycle's growth
+comes out of what is free beyond it. When the guests want more, each keeps
+its demand and the rest is shared by ``balloon:shares``.
 """),
     cfg.FloatOpt('buffer_percent',
-                 default=25.0,
+                 default=5.0,
                  min=0.0,
                  max=400.0,
                  help="""
-Adaptive policy: free memory kept in a guest, as a percentage of the memory it
-uses, when the host is not short of memory (as Hyper-V's memory buffer).
+Adaptive policy: free memory a guest is given above its demand estimate, as a
+percentage of that estimate (as Hyper-V's memory buffer). The estimate already
+holds the guest's recent peak, so a small buffer is enough.
+
+Related options:
+
+* ``demand_half_life_cycles``: how long the estimate holds a peak.
+"""),
+    cfg.IntOpt('demand_half_life_cycles',
+               default=12,
+               min=1,
+               help="""
+Adaptive policy: how slowly a guest's demand estimate falls back after a
+peak, in control cycles: the part of the estimate above the current demand
+halves every this many cycles. It rises to a new peak at once. Counted in
+cycles, not seconds, so that an agent that looks more often also forgets
+sooner, on the same number of observations.
+
+Related options:
+
+* ``interval``: the length of a cycle.
+"""),
+    cfg.FloatOpt('idle_tax_percent',
+                 default=75.0,
+                 min=0.0,
+                 max=95.0,
+                 help="""
+Adaptive policy: when the guests' wants do not fit the host, memory a guest
+would hold but does not use weighs 1 / (1 - tax) times as much as memory in
+use when the rest is shared by ``balloon:shares`` (VMware's idle memory tax;
+75, the default, makes idle memory cost four times as much). 0 shares by
+shares alone.
 """),
 ]
 

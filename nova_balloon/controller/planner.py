@@ -49,6 +49,9 @@ class Settings:
     # Below this much host MemAvailable, shrinks may go CRITICAL_SHRINK_FACTOR
     # times faster (never below floors or headroom).
     host_critical_kib: int = 0
+    # Guests with less free memory than this get the fast stats period.
+    fast_stats_period_s: int = 1
+    fast_free_kib: int = 0
 
     @classmethod
     def from_conf(cls, group: Any) -> Settings:
@@ -64,7 +67,9 @@ class Settings:
             stats_period_s=group.stats_period,
             unresponsive_after_s=group.unresponsive_after,
             unresponsive_retry_s=group.unresponsive_retry,
-            host_critical_kib=group.host_critical_free_mb * KIB_PER_MIB)
+            host_critical_kib=group.host_critical_free_mb * KIB_PER_MIB,
+            fast_stats_period_s=group.fast_stats_period,
+            fast_free_kib=group.fast_free_mb * KIB_PER_MIB)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,11 +112,69 @@ class Plan:
     views: dict[str, GuestView]
     memory: dict[str, GuestMemory]
     host_critical: bool = False
+    # The stats period each managed guest should have.
+    stats_periods: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Some guest is short of free memory: cycle at the fast stats period.
+    watching_closely: bool = False
+
+
+Resolved = FlavorPolicy | flavor_policy.PolicyError
+
+
+def resolve_policy(extra_specs: Mapping[str, Any] | None,
+                   file_entry: Mapping[str, Any] | None, defaults: flavor_policy.PolicyDefaults,
+                   ceiling_kib: int) -> Resolved:
+    """``flavor_policy.resolve``, with the error returned rather than raised."""
+    try:
+        return flavor_policy.resolve(extra_specs, file_entry, defaults, ceiling_kib)
+    except flavor_policy.PolicyError as exc:
+        return exc.with_traceback(None)
+
+
+class PolicyMemo:
+    """Each guest's resolved flavor policy, kept while what it came from stays the same.
+
+    Resolving parses every balloon key of every guest; the keys change only
+    with a guest's domain XML (the driver then gives new facts) or the flavor
+    policy file (re-read into new mappings), so a guest's policy is resolved
+    again only when one of its sources is another object or no longer equal.
+    """
+
+    def __init__(self) -> None:
+        self._by_uuid: dict[str, tuple[tuple[Any, ...], Resolved]] = {}
+
+    def resolve(self, uuid: str, extra_specs: Mapping[str, Any] | None,
+                file_entry: Mapping[str, Any] | None, defaults: flavor_policy.PolicyDefaults,
+                ceiling_kib: int) -> Resolved:
+        cached = self._by_uuid.get(uuid)
+        if cached is not None:
+            (specs, specs_copy, entry, entry_copy, was_defaults, was_ceiling), result = cached
+            if specs is extra_specs and entry is file_entry and specs_copy == extra_specs \
+                    and entry_copy == file_entry and was_defaults == defaults \
+                    and was_ceiling == ceiling_kib:
+                return result
+        result = resolve_policy(extra_specs, file_entry, defaults, ceiling_kib)
+        # Copies as well: a mapping changed in place is resolved again.
+        self._by_uuid[uuid] = ((extra_specs, _copy(extra_specs), file_entry, _copy(file_entry),
+                                defaults, ceiling_kib), result)
+        return result
+
+    def retain(self, uuids: Mapping[str, Any]) -> None:
+        """Forget the guests that are gone."""
+        if len(self._by_uuid) > len(uuids):
+            self._by_uuid = {u: v for u, v in self._by_uuid.items() if u in uuids}
+
+
+def _copy(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if mapping is None else dict(mapping)
 
 
 def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
-             settings: Settings) -> Classified:
-    """Decide whether the agent may manage this guest, and within which bounds."""
+             settings: Settings, memo: PolicyMemo | None = None) -> Classified:
+    """Decide whether the agent may manage this guest, and within which bounds.
+
+    ``memo`` saves resolving an unchanged guest's flavor policy every cycle.
+    """
     facts = sample.facts
 
     def ignored(reason: str, policy: FlavorPolicy | None = None) -> Classified:
@@ -127,13 +190,15 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
     if facts.nova is None and not settings.manage_unmanaged_guests:
         return ignored('no Nova metadata (see [balloon] manage_unmanaged_guests)')
     flavor_name = facts.nova.flavor_name if facts.nova else None
-    try:
-        policy = flavor_policy.resolve(
-            facts.nova.extra_specs if facts.nova else None,
-            policy_file.get(flavor_name) if flavor_name else None,
-            settings.defaults, facts.max_memory_kib)
-    except flavor_policy.PolicyError as exc:
-        return Classified(sample, None, None, f'invalid flavor policy: {exc}',
+    extra_specs = facts.nova.extra_specs if facts.nova else None
+    file_entry = policy_file.get(flavor_name) if flavor_name else None
+    if memo is None:
+        policy = resolve_policy(extra_specs, file_entry, settings.defaults, facts.max_memory_kib)
+    else:
+        policy = memo.resolve(facts.uuid, extra_specs, file_entry, settings.defaults,
+                              facts.max_memory_kib)
+    if isinstance(policy, flavor_policy.PolicyError):
+        return Classified(sample, None, None, f'invalid flavor policy: {policy}',
                           misconfigured=True)
     if not policy.enabled:
         return ignored(f'{flavor_policy.ENABLED}=false', policy)
@@ -148,10 +213,10 @@ def _valid_stats(stats: BalloonStats) -> bool:
     """The guest writes these figures: accept only self-consistent ones."""
     if stats.actual_kib is None or stats.usable_kib is None:
         return False
-    numbers = (stats.actual_kib, stats.usable_kib, stats.unused_kib,
-               stats.available_kib, stats.swap_in_kib, stats.major_faults)
-    if any(n is not None and n < 0 for n in numbers):
-        return False
+    for n in (stats.actual_kib, stats.usable_kib, stats.unused_kib,
+              stats.available_kib, stats.swap_in_kib, stats.major_faults):
+        if n is not None and n < 0:
+            return False
     return stats.usable_kib <= stats.actual_kib
 
 
@@ -212,8 +277,11 @@ def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,
 
 def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
          policy_file: Mapping[str, Mapping[str, Any]],
-         memory: Mapping[str, GuestMemory], settings: Settings) -> Plan:
-    classified = {s.facts.uuid: classify(s, policy_file, settings) for s in samples}
+         memory: Mapping[str, GuestMemory], settings: Settings,
+         memo: PolicyMemo | None = None) -> Plan:
+    classified = {s.facts.uuid: classify(s, policy_file, settings, memo) for s in samples}
+    if memo is not None:
+        memo.retain(classified)
     views = {u: make_view(c, memory.get(u), settings, host.now)
              for u, c in classified.items() if c.ignore_reason is None}
     proposals = policy.propose(host, list(views.values())) if views else {}
@@ -234,7 +302,25 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
             decision = _ignored_decision(item, remembered)
         decisions.append(decision)
         new_memory[uuid] = _remember(item, remembered, decision, view, settings, host.now)
-    return Plan(decisions, classified, views, new_memory, critical)
+    periods = {uuid: stats_period_for(view, classified[uuid].sample.facts.stats_period_s,
+                                      settings) for uuid, view in views.items()}
+    closely = any(p < settings.stats_period_s for p in periods.values())
+    return Plan(decisions, classified, views, new_memory, critical, periods, closely)
+
+
+def stats_period_for(view: GuestView, current_s: int | None, settings: Settings) -> int:
+    """Shrunk guests short of free memory (or of unknown free memory) are watched closely.
+
+    A watched guest goes back to the slow period only with half as much free
+    memory again, so a guest near the line does not flip every cycle.
+    """
+    fast = min(settings.fast_stats_period_s, settings.stats_period_s)
+    if view.actual_kib >= view.ceiling_kib - SETTLE_TOLERANCE_KIB:
+        return settings.stats_period_s  # Nothing to give back: no use watching.
+    line = settings.fast_free_kib * 3 // 2 if current_s == fast else settings.fast_free_kib
+    if view.usable_kib is None or view.usable_kib < line:
+        return fast
+    return settings.stats_period_s
 
 
 def _remember(item: Classified, remembered: GuestMemory | None, decision: Decision,

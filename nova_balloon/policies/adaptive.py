@@ -1,28 +1,63 @@
-"""The default policy: a memory buffer above demand, shares under contention.
+"""The default policy: hold recent peaks, size shortages, pace growth by the host.
 
-Each guest is offered what it uses plus a buffer (``[balloon] buffer_percent``
-of its use, as Hyper-V's memory buffer), so idle guests hand back what they do
-not use. A guest whose use is rising is also given twice its rise since the
-previous snapshot: statistics lag, and a guest filling its memory must not
-outrun them. A guest that shows pressure (its balloon deflated on OOM, it swaps in,
-or its free memory is below half its buffer) is grown past its current size at
-once. When the host's free memory falls below ``[balloon] host_reserve_mb``,
-the buffers are cut, low ``balloon:shares`` first, until the shortfall is
-covered or every guest is down to use plus headroom (the safety rules keep
-that much anyway).
+Reacting to demand is not enough: statistics arrive late, a balloon deflates
+at a bounded rate and the safety rules shrink a guest only step by step, so
+memory withheld leaves a guest short until the agent catches up, and memory
+given comes back slowly. Each cycle the policy plans every guest from what it
+has seen of it, fits the plan to the host, then paces the growth:
+
+* **Grow fast, shrink slowly** (as ESXi's active-memory estimate): a guest's
+  demand estimate rises to its demand at once and falls back by half every
+  ``[balloon] demand_half_life_cycles`` cycles, so a guest whose demand keeps
+  returning to a peak keeps the memory for it. A demand that rose in two
+  looks in a row is a trend (a guest filling its memory): the estimate looks
+  two cycles ahead along it.
+* **Signals beyond free memory**: a guest that swaps in, deflated its balloon
+  on OOM, or has almost no free memory uses all it has plus what it reads
+  back from swap per second, so that one step grows it by what it lacks.
+* **Memory buffer** (as Hyper-V's): a guest wants its estimate plus
+  ``[balloon] buffer_percent`` of it, within its flavor's bounds.
+* **No growth for noise**: a target below what the guest wants stays put
+  while it keeps at least half of the buffer.
+* **Shares under contention, with an idle memory tax** (as VMware's): when the
+  wants do not fit the host less ``[balloon] host_reserve_mb``, every guest
+  first gets its demand, and the rest goes by ``balloon:shares``, memory that
+  a guest would hold idle weighing ``1 / (1 - [balloon] idle_tax_percent)``
+  times as much as memory in use.
+* **Never overflow the host**: one cycle's growth, as the safety rules will
+  apply it, comes out of what is free now, short guests first. Memory that
+  moves between guests is freed by shrinks first and handed out as it frees
+  up (squeezed's two phases).
+* **Guests it cannot read**: with stale statistics, or a balloon the
+  controller found unresponsive (squeezed's stuck domains), a guest gets no
+  proposal and counts at the most it may hold.
+
+Memory no guest needs stays free on the host.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from oslo_config import cfg
 
 from nova_balloon.model import KIB_PER_MIB, GuestView, HostSnapshot
 from nova_balloon.policies import Policy
+from nova_balloon.safety import SafetyLimits, guard
+
+# A guest with less free memory than this share of its size is short: it is
+# about to swap, if it does not already.
+SHORT_FREE_FRACTION = 0.02
+# How many cycles ahead the estimate follows a trend.
+TREND_LOOKAHEAD_CYCLES = 2
+# A target above what the guest wants stays put while it keeps at least this
+# share of the guest's buffer.
+BAND_BELOW = 0.5
 
 
-def share_out(budget: int, wants: Mapping[str, int], shares: Mapping[str, int]) -> dict[str, int]:
+def share_out(budget: int, wants: Mapping[str, int],
+              shares: Mapping[str, float]) -> dict[str, int]:
     """Water-fill ``budget`` over ``wants`` in proportion to ``shares``.
 
     No one gets more than it wants; what a satisfied guest leaves is shared
@@ -35,7 +70,7 @@ def share_out(budget: int, wants: Mapping[str, int], shares: Mapping[str, int]) 
         total = sum(shares[u] for u in hungry)
         spent = 0
         for u in sorted(hungry):
-            give = min(wants[u] - given[u], left * shares[u] // total)
+            give = min(wants[u] - given[u], int(left * shares[u] // total))
             given[u] += give
             spent += give
         hungry = {u for u in hungry if given[u] < wants[u]}
@@ -45,67 +80,202 @@ def share_out(budget: int, wants: Mapping[str, int], shares: Mapping[str, int]) 
     return given
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Seen:
+    """What the policy remembers of a guest from its last look."""
+
+    seen_at: float
+    demand_kib: int
+    estimate_kib: float
+    # How much demand rose since the look before (negative: it fell).
+    rise_kib: int
+    # The smaller of the last two rises when both were rises, else 0.
+    trend_kib: int
+    swap_in_kib: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Need:
+    """A guest's plan: the least it must have now, and what it would like."""
+
+    least_kib: int
+    want_kib: int
+    demand_kib: int
+
+
+def current_target(guest: GuestView) -> int:
+    return guest.target_kib if guest.target_kib is not None else guest.actual_kib
+
+
+def observe(guest: GuestView, before: Seen | None, decay: float, now: float) -> Seen:
+    """Update what the policy knows of a guest with usable statistics."""
+    assert guest.usable_kib is not None
+    demand = guest.demand_kib
+    if demand is None:
+        # The balloon is moving: its size lies between what libvirt reports
+        # and the target; assume the larger, so that the guest is never short.
+        demand = max(guest.actual_kib, current_target(guest)) - guest.usable_kib
+    swap_rate = 0.0
+    if before is not None and before.swap_in_kib is not None and \
+            guest.swap_in_kib is not None and now > before.seen_at:
+        swap_rate = max(0, guest.swap_in_kib - before.swap_in_kib) / (now - before.seen_at)
+    if guest.deflated_on_oom or swap_rate or \
+            guest.usable_kib < SHORT_FREE_FRACTION * guest.actual_kib:
+        demand = max(demand, int(guest.actual_kib + swap_rate))
+    if before is None:
+        return Seen(now, demand, demand, 0, 0, guest.swap_in_kib)
+    rise = demand - before.demand_kib
+    return Seen(now, demand,
+                estimate_kib=max(demand, demand + (before.estimate_kib - demand) * decay),
+                rise_kib=rise,
+                trend_kib=min(rise, before.rise_kib) if rise > 0 and before.rise_kib > 0 else 0,
+                swap_in_kib=guest.swap_in_kib)
+
+
+def growth_kib(guests: Sequence[GuestView], targets: Mapping[str, int]) -> int:
+    """Memory the guests may take on their way to these targets.
+
+    A balloon is somewhere between its last reported size and its target, so
+    growth counts from the lower of the two: growth still under way, and a
+    stalled shrink taken back, use memory as much as new growth.
+    """
+    return sum(max(0, targets[g.uuid] - min(g.actual_kib, current_target(g))) for g in guests)
+
+
 class AdaptivePolicy(Policy):
     def __init__(self, conf: cfg.ConfigOpts):
         super().__init__(conf)
         group = conf.balloon
         self.buffer_fraction = group.buffer_percent / 100
-        self.min_buffer_kib = max(group.headroom_mb, 1) * KIB_PER_MIB
         self.host_reserve_kib = group.host_reserve_mb * KIB_PER_MIB
-        self._swap_in: dict[str, int] = {}
-        # uuid -> (time, demand) of the previous snapshot, to see demand rise.
-        self._demand: dict[str, tuple[float, int]] = {}
+        # Short guests may use the reserve, down to the host's critical level.
+        self.host_critical_kib = min(self.host_reserve_kib,
+                                     group.host_critical_free_mb * KIB_PER_MIB)
+        self.decay = 0.5 ** (1 / group.demand_half_life_cycles)
+        self.idle_cost = 1 / (1 - group.idle_tax_percent / 100)
+        self.limits = SafetyLimits.from_conf(group)
+        self._seen: dict[str, Seen] = {}
 
-    def _rise_ahead(self, uuid: str, demand_kib: int, now: float) -> int:
-        """Memory the guest will want before the next look, if its use is rising."""
-        before, self._demand[uuid] = self._demand.get(uuid), (now, demand_kib)
-        if before is None or now <= before[0] or demand_kib <= before[1]:
-            return 0
-        # At the same rate, the next two snapshot intervals add twice this rise.
-        return 2 * (demand_kib - before[1])
+    def _need(self, guest: GuestView, seen: Seen) -> Need:
+        peak = max(seen.estimate_kib, seen.demand_kib + TREND_LOOKAHEAD_CYCLES * seen.trend_kib)
 
-    def _pressure(self, guest: GuestView, buffer_kib: int) -> bool:
-        swap_in, self._swap_in[guest.uuid] = (
-            self._swap_in.get(guest.uuid), guest.swap_in_kib or 0)
-        swapping = swap_in is not None and (guest.swap_in_kib or 0) > swap_in
-        low_free = guest.usable_kib is not None and guest.usable_kib < buffer_kib // 2
-        return guest.deflated_on_oom or swapping or low_free
+        def bounded(kib: float) -> int:
+            return int(min(guest.ceiling_kib, max(guest.floor_kib, kib)))
+
+        return Need(least_kib=bounded(seen.demand_kib),
+                    want_kib=bounded(peak * (1 + self.buffer_fraction)),
+                    demand_kib=seen.demand_kib)
 
     def propose(self, host: HostSnapshot, guests: Sequence[GuestView]) -> dict[str, int]:
-        base: dict[str, int] = {}
-        buffers: dict[str, int] = {}
-        keep: dict[str, int] = {}
+        needs: dict[str, Need] = {}
+        seen: dict[str, Seen] = {}
+        unplanned_kib = 0
         for guest in guests:
-            if guest.usable_kib is None or not guest.stats_fresh:
+            if guest.usable_kib is None or not guest.stats_fresh or guest.unresponsive:
+                # The controller gives an unresponsive guest its ceiling.
+                unplanned_kib += guest.ceiling_kib if guest.unresponsive else \
+                    max(guest.actual_kib, current_target(guest))
                 continue
-            demand = guest.demand_kib
-            if demand is None:
-                # The balloon is moving, so its real size lies between what
-                # libvirt reports and the target.
-                target = guest.target_kib or guest.actual_kib
-                if target > guest.actual_kib:
-                    # Growing: assume the larger size (the higher use), and
-                    # never undo the growth.
-                    demand = target - guest.usable_kib
-                    keep[guest.uuid] = target
-                elif guest.usable_kib >= self.min_buffer_kib // 2:
-                    continue  # Shrinking: let it finish unless the guest runs short.
-                else:
-                    demand = guest.actual_kib - guest.usable_kib
-            buffer = max(self.min_buffer_kib, int(demand * self.buffer_fraction))
-            buffer += self._rise_ahead(guest.uuid, demand, host.now)
-            if self._pressure(guest, buffer):
-                # Grow past what the guest has: its use is outrunning the stats.
-                base[guest.uuid] = max(demand, guest.actual_kib)
-            else:
-                base[guest.uuid] = demand
-            buffers[guest.uuid] = buffer
-        present = {guest.uuid for guest in guests}
-        self._swap_in = {u: v for u, v in self._swap_in.items() if u in present}
-        self._demand = {u: v for u, v in self._demand.items() if u in present}
+            seen[guest.uuid] = observe(guest, self._seen.get(guest.uuid), self.decay, host.now)
+            needs[guest.uuid] = self._need(guest, seen[guest.uuid])
+        # A guest that is only stale for now keeps its history; a gone one loses it.
+        self._seen = {g.uuid: seen.get(g.uuid) or self._seen[g.uuid] for g in guests
+                      if g.uuid in seen or g.uuid in self._seen}
+        planned = [g for g in guests if g.uuid in needs]
+        # What the planned guests could hold if the host were full.
+        held_kib = host.available_kib + sum(g.actual_kib for g in guests) - unplanned_kib
+        targets = self._fit(planned, needs, held_kib)
+        return self._pace(host, guests, planned, needs, targets)
 
-        shortage = self.host_reserve_kib - host.available_kib
-        if shortage > 0 and buffers:
-            shares = {g.uuid: g.shares for g in guests if g.uuid in buffers}
-            buffers = share_out(sum(buffers.values()) - shortage, buffers, shares)
-        return {u: max(base[u] + buffers[u], keep.get(u, 0)) for u in base}
+    def _fit(self, planned: Sequence[GuestView], needs: Mapping[str, Need],
+             held_kib: int) -> dict[str, int]:
+        """Targets for the planned guests that the host can hold.
+
+        Wants fit in what the host has less its reserve; beyond that, each
+        guest keeps its demand, if need be into the reserve (down to the
+        host's critical level), and the rest is shared.
+        """
+        room = held_kib - self.host_reserve_kib
+        wants = {u: n.want_kib for u, n in needs.items()}
+        if sum(wants.values()) <= room:
+            steady = {g.uuid: self._steady(g, needs[g.uuid]) for g in planned}
+            return steady if sum(steady.values()) <= room else wants
+        least = {u: n.least_kib for u, n in needs.items()}
+        weights = {g.uuid: self._weight(g, needs[g.uuid]) for g in planned}
+        short_room = held_kib - self.host_critical_kib
+        if sum(least.values()) > short_room:
+            floors = {g.uuid: g.floor_kib for g in planned}
+            given = share_out(short_room - sum(floors.values()),
+                              {u: least[u] - floors[u] for u in needs}, weights)
+            return {u: floors[u] + given[u] for u in needs}
+        extra = share_out(room - sum(least.values()),
+                          {u: wants[u] - least[u] for u in needs}, weights)
+        return {u: least[u] + extra[u] for u in needs}
+
+    @staticmethod
+    def _steady(guest: GuestView, need: Need) -> int:
+        """The current target while it lies between half the buffer and the want.
+
+        Growth for noise costs a balloon move now and a slow shrink later.
+        """
+        current = current_target(guest)
+        low = need.least_kib + BAND_BELOW * (need.want_kib - need.least_kib)
+        return current if low <= current <= need.want_kib else need.want_kib
+
+    def _weight(self, guest: GuestView, need: Need) -> float:
+        """Shares per KiB wanted, idle KiB taxed (VMware's shares-per-page ratio)."""
+        idle = max(0, need.want_kib - need.demand_kib)
+        in_use = need.want_kib - idle
+        return guest.shares * need.want_kib / max(1.0, in_use + self.idle_cost * idle)
+
+    def _pace(self, host: HostSnapshot, guests: Sequence[GuestView],
+              planned: Sequence[GuestView], needs: Mapping[str, Need],
+              targets: Mapping[str, int]) -> dict[str, int]:
+        """Bound this cycle's growth by the memory free now.
+
+        Short guests grow first, into the reserve if need be (down to the
+        host's critical level); buffers only out of what is free beyond it.
+        """
+        proposals = {g.uuid: targets.get(g.uuid, current_target(g)) for g in guests}
+        free = host.available_kib - self.host_reserve_kib
+        free_for_short = host.available_kib - self.host_critical_kib
+        if growth_kib(guests, self._applied(guests, proposals)) <= free:
+            return {g.uuid: proposals[g.uuid] for g in planned}
+        growing = {g.uuid: proposals[g.uuid] - current_target(g) for g in planned
+                   if proposals[g.uuid] > current_target(g)}
+        shares = {g.uuid: float(g.shares) for g in planned if g.uuid in growing}
+        for guest in planned:
+            if guest.uuid in growing:
+                proposals[guest.uuid] = current_target(guest)
+        committed = growth_kib(guests, self._applied(guests, proposals))
+        urgent = share_out(free_for_short - committed,
+                           {u: min(grow, max(0, needs[u].least_kib - proposals[u]))
+                            for u, grow in growing.items()}, shares)
+        more = share_out(min(free, free_for_short) - committed - sum(urgent.values()),
+                         {u: growing[u] - urgent[u] for u in growing}, shares)
+        for uuid in growing:
+            proposals[uuid] += urgent[uuid] + more[uuid]
+        if growth_kib(guests, self._applied(guests, proposals)) > free_for_short:
+            # The safety rules still add growth (stalled shrinks): wait.
+            for guest in planned:
+                if guest.uuid in growing:
+                    proposals[guest.uuid] = current_target(guest)
+        return {g.uuid: proposals[g.uuid] for g in planned}
+
+    def _applied(self, guests: Sequence[GuestView], proposals: dict[str, int]) -> dict[str, int]:
+        """The targets the safety rules will set for these proposals.
+
+        They keep a shrinking guest's use plus headroom, which can be more than
+        it has: such a shrink becomes growth, so it is changed into a hold.
+        """
+        applied = {}
+        for guest in guests:
+            current = current_target(guest)
+            target = guard(guest, proposals[guest.uuid], self.limits).target_kib
+            assert target is not None
+            if target > max(proposals[guest.uuid], current):
+                proposals[guest.uuid] = max(current, min(guest.actual_kib, target))
+                target = guard(guest, proposals[guest.uuid], self.limits).target_kib
+                assert target is not None
+            applied[guest.uuid] = target
+        return applied

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import pytest
 from oslo_config import cfg
 
 from nova_balloon.controller.cycle import Controller

@@ -467,4 +467,5 @@ def test_settings_from_conf_defaults():
     assert s.manage_unmanaged_guests is False
     assert s.limits == SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
                                     max_shrink_kib=128 * MiB, dead_band_kib=16 * MiB)
-    assert (s.interval_s, s.stats_period_s) == (2, 2)
+    assert (s.interval_s, s.stats_period_s, s.fast_stats_period_s) == (2, 10, 1)
+    assert s.fast_free_kib == 1024 * MiB

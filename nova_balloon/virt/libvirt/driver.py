@@ -105,6 +105,10 @@ class LibvirtDriver:
         self._domains: dict[str, libvirt.virDomain] = {}
         self._migrating: set[str] = set()
         self.calls = 0
+        # Called on libvirt's event thread with (uuid, balloon KiB) when a
+        # balloon changes size; the agent uses it to act at once on a guest
+        # that deflated its balloon on OOM. Must be quick and thread-safe.
+        self.on_balloon_change: Callable[[str, int], None] | None = None
 
     # -- connection -------------------------------------------------------
 
@@ -140,6 +144,13 @@ class LibvirtDriver:
                                     self._on_migration_iteration, None)
         conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
                                     self._on_job_completed, None)
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE,
+                                    self._on_balloon_change, None)
+
+    def _on_balloon_change(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                           actual_kib: int, opaque: Any) -> None:
+        if self.on_balloon_change is not None:
+            self.on_balloon_change(dom.UUIDString(), actual_kib)
 
     def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: Any) -> None:
         with self._lock:

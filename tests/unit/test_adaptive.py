@@ -1,0 +1,280 @@
+"""Unit tests of the default policy: share_out water-filling and AdaptivePolicy."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from oslo_config import cfg
+
+from nova_balloon.conf import balloon
+from nova_balloon.model import GuestView, HostSnapshot
+from nova_balloon.policies import Policy
+from nova_balloon.policies.adaptive import AdaptivePolicy, Need, share_out
+
+MiB = 1024
+GiB = 1024 * MiB
+
+
+# -- share_out ------------------------------------------------------------------
+
+def test_budget_larger_than_wants():
+    assert share_out(1000, {'a': 100, 'b': 200}, {'a': 1, 'b': 1}) == {'a': 100, 'b': 200}
+
+
+def test_budget_split_by_shares_one_to_three():
+    # 400 * 1 / 4 = 100, 400 * 3 / 4 = 300
+    assert share_out(400, {'a': 1000, 'b': 1000}, {'a': 1, 'b': 3}) == {'a': 100, 'b': 300}
+
+
+def test_satisfied_guest_leftover_redistributed():
+    # Round 1: a min(50, 200) = 50, b min(1000, 200) = 200; round 2: b gets the 150 left.
+    assert share_out(400, {'a': 50, 'b': 1000}, {'a': 1, 'b': 1}) == {'a': 50, 'b': 350}
+
+
+def test_satisfied_high_share_guest_leftover_goes_to_low_share_guest():
+    # Round 1: a min(1000, 100) = 100, b min(150, 300) = 150; round 2: a gets 150.
+    assert share_out(400, {'a': 1000, 'b': 150}, {'a': 1, 'b': 3}) == {'a': 250, 'b': 150}
+
+
+def test_three_guests_two_rounds():
+    # Round 1 (total 4): a min(10, 150) = 10, b min(500, 150) = 150, c min(500, 300) = 300;
+    # left 140, round 2 (total 3): b 140 // 3 = 46, c 140 * 2 // 3 = 93; left 1,
+    # round 3: 1 // 3 = 0 and 1 * 2 // 3 = 0: nothing more to give.
+    result = share_out(600, {'a': 10, 'b': 500, 'c': 500}, {'a': 1, 'b': 1, 'c': 2})
+    assert result == {'a': 10, 'b': 196, 'c': 393}
+
+
+@pytest.mark.parametrize('budget', [0, -1, -10**9])
+def test_zero_or_negative_budget(budget):
+    assert share_out(budget, {'a': 100, 'b': 200}, {'a': 1, 'b': 1}) == {'a': 0, 'b': 0}
+
+
+def test_zero_want_gets_nothing_and_no_wants():
+    assert share_out(100, {'a': 0, 'b': 30}, {'a': 5, 'b': 1}) == {'a': 0, 'b': 30}
+    assert share_out(100, {}, {}) == {}
+
+
+@st.composite
+def share_cases(draw):
+    names = draw(st.lists(st.text('abcdef', min_size=1, max_size=3), min_size=1, max_size=6,
+                          unique=True))
+    wants = {n: draw(st.integers(0, 10**7)) for n in names}
+    shares = {n: draw(st.integers(1, 1_000_000)) for n in names}
+    return draw(st.integers(-(10**7), 5 * 10**7)), wants, shares
+
+
+@settings(max_examples=300, deadline=None)
+@given(share_cases())
+def test_share_out_properties(case):
+    """Nobody gets more than it wants or less than 0; the budget is not
+    exceeded; at most one KiB per guest is lost to rounding; with equal wants,
+    more shares never get less."""
+    budget, wants, shares = case
+    given_ = share_out(budget, wants, shares)
+    assert set(given_) == set(wants)
+    assert all(0 <= given_[u] <= wants[u] for u in wants)
+    assert sum(given_.values()) <= max(0, budget)
+    assert sum(given_.values()) >= min(max(0, budget), sum(wants.values())) - len(wants)
+    for a in wants:
+        for b in wants:
+            if wants[a] == wants[b] and shares[a] >= shares[b]:
+                assert given_[a] >= given_[b]
+
+
+# -- AdaptivePolicy ---------------------------------------------------------------
+
+@pytest.fixture
+def make_conf():
+    """Build a ConfigOpts with [balloon] overrides, cleared after the test.
+
+    register_opts registers module-level OptGroup/Opt objects, and oslo.config
+    keeps overrides in the group's option table, which every ConfigOpts (and
+    cfg.CONF) that registered the same group shares: an override left behind
+    would leak into later tests.
+    """
+    made: list[tuple[cfg.ConfigOpts, str]] = []
+
+    def make(**overrides) -> cfg.ConfigOpts:
+        conf = cfg.ConfigOpts()
+        balloon.register_opts(conf)
+        conf([])
+        for name, value in overrides.items():
+            conf.set_override(name, value, group='balloon')
+            made.append((conf, name))
+        return conf
+
+    yield make
+    for conf, name in made:
+        conf.clear_override(name, group='balloon')
+
+
+def host(available: int = 32 * GiB, now: float = 100.0) -> HostSnapshot:
+    return HostSnapshot(total_kib=64 * GiB, available_kib=available, now=now)
+
+
+def guest(uuid: str = 'u1', actual: int = 4 * GiB, usable: int | None = 3 * GiB,
+          **kw) -> GuestView:
+    """A 4 GiB guest with floor 1 GiB; demand is actual - usable."""
+    fields = dict(uuid=uuid, name=uuid, ceiling_kib=4 * GiB, floor_kib=1 * GiB, shares=1000,
+                  actual_kib=actual, target_kib=None, usable_kib=usable,
+                  demand_kib=None if usable is None else actual - usable, swap_in_kib=0,
+                  major_faults=0, stats_fresh=True, balloon_moving=False,
+                  deflated_on_oom=False)
+    fields.update(kw)
+    return GuestView(**fields)
+
+
+def using(demand: int, actual: int = 4 * GiB, **kw) -> GuestView:
+    return guest(actual=actual, usable=actual - demand, **kw)
+
+
+def test_is_a_policy(make_conf):
+    assert isinstance(AdaptivePolicy(make_conf()), Policy)
+
+
+def test_idle_guest_goes_to_its_floor(make_conf):
+    # Demand 512 MiB + 5 % is below the floor of 1 GiB.
+    policy = AdaptivePolicy(make_conf())
+    assert policy.propose(host(), [using(512 * MiB)]) == {'u1': 1 * GiB}
+
+
+def test_busy_guest_gets_its_demand_plus_the_buffer(make_conf):
+    # 2 GiB + 5 % = 2202009.6 KiB.
+    policy = AdaptivePolicy(make_conf())
+    assert policy.propose(host(), [using(2 * GiB)]) == {'u1': 2202009}
+
+
+def test_buffer_percent_option(make_conf):
+    policy = AdaptivePolicy(make_conf(buffer_percent=50.0))
+    assert policy.propose(host(), [using(2 * GiB)]) == {'u1': 3 * GiB}
+
+
+def test_estimate_rises_at_once_and_falls_back_by_half_each_half_life(make_conf):
+    policy = AdaptivePolicy(make_conf(demand_half_life_cycles=1))
+    assert policy.propose(host(now=100), [using(1 * GiB)]) == {'u1': int(1 * GiB * 1.05)}
+    assert policy.propose(host(now=110), [using(3 * GiB)]) == {'u1': int(3 * GiB * 1.05)}
+    # Demand 1 GiB again: the estimate keeps half of the 2 GiB above it, then a quarter.
+    assert policy.propose(host(now=120), [using(1 * GiB)]) == {'u1': int(2 * GiB * 1.05)}
+    assert policy.propose(host(now=130), [using(1 * GiB)]) == {'u1': int(1.5 * GiB * 1.05)}
+
+
+def test_two_rises_in_a_row_are_a_trend_followed_two_cycles_ahead(make_conf):
+    policy = AdaptivePolicy(make_conf())
+    policy.propose(host(now=100), [using(1 * GiB)])
+    # One rise is no trend: 1.5 GiB + 5 %.
+    assert policy.propose(host(now=101), [using(1536 * MiB)]) == \
+        {'u1': int(1536 * MiB * 1.05)}
+    # Rises of 512 and 256 MiB: trend 256 MiB; 1792 + 2 x 256 = 2304 MiB, + 5 %.
+    assert policy.propose(host(now=102), [using(1792 * MiB)]) == \
+        {'u1': int(2304 * MiB * 1.05)}
+
+
+def test_guest_with_almost_no_free_memory_uses_all_it_has(make_conf):
+    # 20 MiB free is under 2 % of 2 GiB: demand is taken as 2 GiB.
+    policy = AdaptivePolicy(make_conf())
+    g = guest(actual=2 * GiB, usable=20 * MiB)
+    assert policy.propose(host(), [g]) == {'u1': 2202009}
+
+
+def test_swap_in_rate_adds_to_what_a_guest_has(make_conf):
+    # 1 GiB swapped in over 10 s: 104857.6 KiB/s on top of its 2 GiB.
+    policy = AdaptivePolicy(make_conf())
+    policy.propose(host(now=100), [guest(actual=2 * GiB, usable=1 * GiB)])
+    swapping = guest(actual=2 * GiB, usable=1 * GiB, swap_in_kib=1 * GiB)
+    assert policy.propose(host(now=110), [swapping]) == {'u1': int(2202009 * 1.05)}
+
+
+def test_deflated_on_oom_uses_all_it_has(make_conf):
+    policy = AdaptivePolicy(make_conf())
+    g = guest(actual=2 * GiB, usable=1 * GiB, target_kib=1536 * MiB, deflated_on_oom=True)
+    assert policy.propose(host(), [g]) == {'u1': 2202009}
+
+
+def test_moving_balloon_counts_at_the_larger_of_size_and_target(make_conf):
+    # Growing to 3 GiB, reported at 2 GiB with 1 GiB free: demand up to 2 GiB.
+    policy = AdaptivePolicy(make_conf())
+    g = guest(actual=2 * GiB, usable=1 * GiB, target_kib=3 * GiB, demand_kib=None,
+              balloon_moving=True)
+    assert policy.propose(host(), [g]) == {'u1': 2202009}
+
+
+@pytest.mark.parametrize('target, proposed', [
+    # Demand 2 GiB: least 2097152, want 2202009, buffer 104857: a target from
+    # 2097152 + 52428.5 up to the want stays; above it shrinks, below it grows.
+    (2149581, 2149581), (2202009, 2202009), (2149580, 2202009), (2202010, 2202009)])
+def test_target_below_the_want_stays_while_it_keeps_half_the_buffer(make_conf, target,
+                                                                     proposed):
+    # No safety headroom, so that the safety rules pass every shrink.
+    policy = AdaptivePolicy(make_conf(headroom_mb=0, headroom_percent=0.0))
+    g = using(2 * GiB, actual=target, target_kib=target)
+    assert policy.propose(host(), [g]) == {'u1': proposed}
+
+
+def test_shrink_that_safety_would_turn_into_growth_is_a_hold(make_conf):
+    # Demand 1 GiB in 1.2 GiB: wants 1.05 GiB, but the safety rules keep demand
+    # plus 10 % of 4 GiB = 1.4 GiB, more than it has: hold at 1.2 GiB.
+    policy = AdaptivePolicy(make_conf())
+    g = using(1 * GiB, actual=1228 * MiB)
+    assert policy.propose(host(), [g]) == {'u1': 1228 * MiB}
+
+
+def test_contention_gives_demand_first_then_shares(make_conf):
+    # Two guests at 2 GiB using 1.5 GiB (want 1651507 each, 78643 above it); the
+    # host holds them with 0.1 GiB free: room 4.1 - 1 (reserve) GiB, 104857 KiB
+    # above both demands, shared 3:1 (equal idle parts): 78642 and 26214.
+    policy = AdaptivePolicy(make_conf())
+    a = using(1536 * MiB, actual=2 * GiB, uuid='a', shares=3000)
+    b = using(1536 * MiB, actual=2 * GiB, uuid='b', shares=1000)
+    out = policy.propose(host(available=int(0.1 * GiB)), [a, b])
+    assert out == {'a': 1536 * MiB + 78642, 'b': 1536 * MiB + 26214}
+
+
+def test_idle_memory_is_taxed_under_contention(make_conf):
+    policy = AdaptivePolicy(make_conf())
+    # Want 2 GiB using 1 GiB, tax 75 %: shares x 2 / (1 + 4 x 1).
+    need = Need(least_kib=1 * GiB, want_kib=2 * GiB, demand_kib=1 * GiB)
+    assert policy._weight(guest(), need) == pytest.approx(1000 * 2 / 5)
+    untaxed = AdaptivePolicy(make_conf(idle_tax_percent=0.0))
+    assert untaxed._weight(guest(), need) == pytest.approx(1000)
+
+
+def test_growth_comes_out_of_free_memory_short_guests_into_the_reserve(make_conf):
+    # Swapping 1 GiB/s at 1 GiB: demand 2 GiB. 1.3 GiB free: 0.3 above the 1 GiB
+    # reserve, 0.8 above the 512 MiB critical level: a short guest may grow 0.8 GiB.
+    policy = AdaptivePolicy(make_conf())
+    policy.propose(host(now=100), [using(512 * MiB, actual=1 * GiB)])
+    g = using(512 * MiB, actual=1 * GiB, swap_in_kib=10 * GiB)
+    assert policy.propose(host(available=int(1.3 * GiB), now=110), [g]) == \
+        {'u1': 1 * GiB + int(0.8 * GiB)}
+
+
+def test_growth_still_under_way_counts_against_free_memory(make_conf):
+    # b grows from 1 to 3 GiB (reported at 1 GiB): 2 GiB of the 3.5 GiB free are
+    # spoken for, 0.5 GiB are left above the reserve; a (short) wants 1.1 GiB more.
+    policy = AdaptivePolicy(make_conf())
+    a = using(512 * MiB, actual=1 * GiB, uuid='a')
+    b = guest('b', actual=1 * GiB, usable=None, target_kib=3 * GiB)
+    policy.propose(host(now=100), [a, b])
+    a = using(512 * MiB, actual=1 * GiB, uuid='a', swap_in_kib=10 * GiB)
+    out = policy.propose(host(available=int(3.5 * GiB), now=110), [a, b])
+    # Short growth from 3.5 - 2 - 0.5 (critical) = 1 GiB: a gets its demand.
+    assert out == {'a': 2 * GiB}
+
+
+def test_unresponsive_and_stale_guests_get_no_proposal_and_keep_their_memory(make_conf):
+    policy = AdaptivePolicy(make_conf())
+    guests = [using(2 * GiB, uuid='fresh'), using(2 * GiB, uuid='stale', stats_fresh=False),
+              guest('silent', usable=None), using(2 * GiB, uuid='stuck', unresponsive='x')]
+    assert policy.propose(host(), guests) == {'fresh': 2202009}
+    assert policy.propose(host(), []) == {}
+
+
+def test_history_survives_staleness_not_absence(make_conf):
+    policy = AdaptivePolicy(make_conf(demand_half_life_cycles=1))
+    policy.propose(host(now=100), [using(3 * GiB)])
+    policy.propose(host(now=110), [using(3 * GiB, stats_fresh=False)])
+    # Still remembered: half of the 2 GiB above 1 GiB.
+    assert policy.propose(host(now=120), [using(1 * GiB)]) == {'u1': int(2 * GiB * 1.05)}
+    policy.propose(host(now=130), [])
+    assert policy.propose(host(now=140), [using(1 * GiB)]) == {'u1': int(1 * GiB * 1.05)}
