@@ -103,7 +103,6 @@ class BalloonAgent(service.Service):
         return report
 
     def _write_state(self, report: CycleReport | None, running: bool) -> None:
-        previous = state.read(self.conf.balloon.state_file) or {}
         record: dict[str, Any] = {
             'pid': os.getpid(),
             'running': running,
@@ -117,8 +116,9 @@ class BalloonAgent(service.Service):
             'cycles': self.cycles,
             'libvirt_calls': self.driver.calls,
             'cycle_ms': round(report.duration_s * 1000, 1) if report else None,
+            # Without a plan (an outage, or stopping), keep the last rows.
             'guests': (state.guest_rows(report.plan) if report and report.plan
-                       else previous.get('guests', [])),
+                       else (state.read(self.conf.balloon.state_file) or {}).get('guests', [])),
             'memory': state.memory_record(self.controller.memory),
         }
         try:
