@@ -159,8 +159,19 @@ Headroom as a percentage of the guest's flavor RAM; the larger of this and
                default=128,
                min=1,
                help="""
-The most, in MiB, that one guest's balloon may be shrunk in one cycle. Growth
-is not limited: a guest that needs memory gets it at once.
+The most, in MiB, that one guest's balloon may be shrunk in one cycle, unless
+``max_shrink_percent_per_cycle`` of the guest's size is more. Growth is not
+limited: a guest that needs memory gets it at once.
+"""),
+    cfg.FloatOpt('max_shrink_percent_per_cycle',
+                 default=5.0,
+                 min=0.0,
+                 max=100.0,
+                 help="""
+The most that one guest's balloon may be shrunk in one cycle, as a percentage
+of the memory it has now (oVirt MoM's step is 5 %); the larger of this and
+``max_shrink_mb_per_cycle`` applies. A fixed step alone would take hundreds of
+cycles, and as many balloon moves, to reclaim a large guest.
 """),
     cfg.IntOpt('unresponsive_after',
                default=60,
@@ -192,7 +203,8 @@ host_opts = [
                help="""
 Host MemAvailable, in MiB, below which the host itself is about to swap or
 kill a guest. Below it the agent says so and reclaims faster: up to four times
-``max_shrink_mb_per_cycle`` per guest per cycle, still never below a guest's
+the usual step (``max_shrink_mb_per_cycle``, ``max_shrink_percent_per_cycle``)
+per guest per cycle, still never below a guest's
 floor or its use plus headroom.
 """),
 ]

@@ -290,7 +290,8 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
     limits = settings.limits
     if critical:
         limits = dataclasses.replace(
-            limits, max_shrink_kib=limits.max_shrink_kib * CRITICAL_SHRINK_FACTOR)
+            limits, max_shrink_kib=limits.max_shrink_kib * CRITICAL_SHRINK_FACTOR,
+            max_shrink_percent=min(100.0, limits.max_shrink_percent * CRITICAL_SHRINK_FACTOR))
     decisions = []
     new_memory = {}
     for uuid, item in classified.items():

@@ -10,7 +10,8 @@ The agent believes a shrink is safe only if all of these hold:
 4. the balloon has settled: the statistics were taken after it last moved,
    and it reached the previous target;
 5. the guest keeps what it uses plus the headroom;
-6. the shrink is at most ``max_shrink`` below what the guest has now.
+6. the shrink is at most ``max_shrink`` below what the guest has now: the
+   larger of a fixed step and a share of the guest's size.
 
 Growth needs only rule 1 and is applied at once. A guest whose balloon does
 not respond (see responsiveness.py) is given its ceiling back and left there.
@@ -32,16 +33,21 @@ class SafetyLimits:
     headroom_kib: int
     headroom_percent: float
     max_shrink_kib: int
+    max_shrink_percent: float
     dead_band_kib: int
 
     def headroom_for(self, guest: GuestView) -> int:
         return max(self.headroom_kib, int(guest.ceiling_kib * self.headroom_percent / 100))
+
+    def max_shrink_for(self, guest: GuestView) -> int:
+        return max(self.max_shrink_kib, int(guest.actual_kib * self.max_shrink_percent / 100))
 
     @classmethod
     def from_conf(cls, group: Any) -> SafetyLimits:
         return cls(headroom_kib=group.headroom_mb * KIB_PER_MIB,
                    headroom_percent=group.headroom_percent,
                    max_shrink_kib=group.max_shrink_mb_per_cycle * KIB_PER_MIB,
+                   max_shrink_percent=group.max_shrink_percent_per_cycle,
                    dead_band_kib=group.dead_band_mb * KIB_PER_MIB)
 
 
@@ -84,9 +90,10 @@ def guard(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> D
                 target = keep
                 why.append(f'keeps use {mib(guest.demand_kib)} MiB + headroom '
                            f'{mib(limits.headroom_for(guest))} MiB')
-            if target < guest.actual_kib - limits.max_shrink_kib:
-                target = guest.actual_kib - limits.max_shrink_kib
-                why.append(f'shrink limited to {mib(limits.max_shrink_kib)} MiB per cycle')
+            max_shrink = limits.max_shrink_for(guest)
+            if target < guest.actual_kib - max_shrink:
+                target = guest.actual_kib - max_shrink
+                why.append(f'shrink limited to {mib(max_shrink)} MiB per cycle')
             if guest.actual_kib > current + SETTLE_TOLERANCE_KIB and target < current:
                 target = current
                 why.append(f'balloon still moving to {mib(current)} MiB')

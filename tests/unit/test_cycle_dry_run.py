@@ -30,7 +30,8 @@ SETTINGS = Settings(defaults=PolicyDefaults(overcommit_ratio=2.0, min_memory_mb=
                                             shares=1000),
                     manage_unmanaged_guests=False,
                     limits=SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                                        max_shrink_kib=128 * MiB, dead_band_kib=16 * MiB),
+                                        max_shrink_kib=128 * MiB, max_shrink_percent=0.0,
+                                        dead_band_kib=16 * MiB),
                     interval_s=2.0, stats_period_s=2)
 
 

@@ -30,7 +30,8 @@ GiB = 1024 * MiB
 CEILING = 4 * GiB
 
 LIMITS = SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                      max_shrink_kib=128 * MiB, dead_band_kib=16 * MiB)
+                      max_shrink_kib=128 * MiB, max_shrink_percent=0.0,
+                      dead_band_kib=16 * MiB)
 # Default ratio 2.0, so that a guest with no balloon keys is managed, floor 2 GiB.
 SETTINGS = Settings(defaults=PolicyDefaults(overcommit_ratio=2.0, min_memory_mb=256,
                                             shares=1000),
@@ -466,6 +467,7 @@ def test_settings_from_conf_defaults():
     assert s.defaults == PolicyDefaults(overcommit_ratio=1.0, min_memory_mb=256, shares=1000)
     assert s.manage_unmanaged_guests is False
     assert s.limits == SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                                    max_shrink_kib=128 * MiB, dead_band_kib=16 * MiB)
+                                    max_shrink_kib=128 * MiB, max_shrink_percent=5.0,
+                                    dead_band_kib=16 * MiB)
     assert (s.interval_s, s.stats_period_s, s.fast_stats_period_s) == (2, 10, 1)
     assert s.fast_free_kib == 1024 * MiB

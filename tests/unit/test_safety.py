@@ -18,11 +18,12 @@ CEILING = 4 * GiB
 FLOOR = 1 * GiB
 # headroom_for a 4 GiB guest: max(64 MiB, 10 % of 4194304 KiB = 419430 KiB) = 419430 KiB
 LIMITS = SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                      max_shrink_kib=128 * MiB, dead_band_kib=16 * MiB)
+                      max_shrink_kib=128 * MiB, max_shrink_percent=0.0,
+                      dead_band_kib=16 * MiB)
 HEADROOM = 419430
 # Limits that switch off every rule but the one a test looks at.
 LOOSE = SafetyLimits(headroom_kib=0, headroom_percent=0.0, max_shrink_kib=64 * GiB,
-                     dead_band_kib=0)
+                     max_shrink_percent=0.0, dead_band_kib=0)
 
 
 def view(actual: int = CEILING, usable: int | None = 3 * GiB, target: int | None = None,
@@ -158,6 +159,18 @@ def test_shrink_limited_per_cycle():
     assert 'per cycle' in d.reason
 
 
+def test_shrink_limit_is_a_share_of_a_large_guest():
+    # 5 % of 64 GiB is 3.2 GiB: a fixed 128 MiB step would take 26 moves for it.
+    limits = dataclasses.replace(LIMITS, max_shrink_percent=5.0)
+    big = view(actual=64 * GiB, usable=60 * GiB, ceiling_kib=64 * GiB, floor_kib=16 * GiB)
+    d = guard(big, 16 * GiB, limits)
+    assert (d.action, d.target_kib) == (Action.SHRINK, 64 * GiB - int(64 * GiB * 0.05))
+    assert 'shrink limited to 3276 MiB per cycle' in d.reason
+    # A small guest still moves by the fixed step, the larger of the two.
+    small = view(actual=2 * GiB, usable=2 * GiB - 500 * MiB)
+    assert guard(small, FLOOR, limits).target_kib == 2 * GiB - 128 * MiB
+
+
 def test_shrink_limit_counts_from_actual_not_target():
     guest = view(actual=3 * GiB, target=3 * GiB, usable=3 * GiB - 500 * MiB)
     d = guard(guest, FLOOR, LIMITS)
@@ -245,7 +258,7 @@ def test_large_growth_applied_at_once():
 
 def test_growth_not_limited_by_max_shrink_nor_headroom():
     limits = SafetyLimits(headroom_kib=1 * GiB, headroom_percent=50.0, max_shrink_kib=1 * MiB,
-                          dead_band_kib=16 * MiB)
+                          max_shrink_percent=0.0, dead_band_kib=16 * MiB)
     guest = view(actual=FLOOR, usable=FLOOR, target=FLOOR)
     d = guard(guest, 3 * GiB, limits)
     assert (d.action, d.target_kib) == (Action.GROW, 3 * GiB)
@@ -321,6 +334,7 @@ limits_st = st.builds(
     headroom_kib=st.just(0) | st.integers(0, 256 * MiB) | st.integers(0, 2 * GiB),
     headroom_percent=st.just(0.0) | st.floats(0.0, 20.0) | st.floats(0.0, 100.0),
     max_shrink_kib=st.integers(1 * MiB, 256 * MiB) | st.integers(1 * MiB, 8 * GiB),
+    max_shrink_percent=st.just(0.0) | st.floats(0.0, 10.0) | st.floats(0.0, 100.0),
     dead_band_kib=st.just(0) | st.integers(0, 32 * MiB) | st.integers(0, 512 * MiB))
 
 
@@ -362,7 +376,7 @@ def check_bounds_and_action_direction(guest: GuestView, limits: SafetyLimits, d:
 
 
 def check_shrink_per_cycle(guest: GuestView, limits: SafetyLimits, d: Decision) -> None:
-    """Invariant: every SHRINK target >= min(ceiling, actual - max_shrink_kib).
+    """Invariant: every SHRINK target >= min(ceiling, actual - max_shrink).
 
     The guard raises a shrink target to actual - max_shrink and afterwards
     only raises it (floor, balloon still moving) or caps it at the ceiling;
@@ -373,7 +387,9 @@ def check_shrink_per_cycle(guest: GuestView, limits: SafetyLimits, d: Decision) 
     """
     if d.action is Action.SHRINK:
         assert d.target_kib >= min(guest.ceiling_kib,
-                                   guest.actual_kib - limits.max_shrink_kib)
+                                   guest.actual_kib - limits.max_shrink_for(guest))
+        assert limits.max_shrink_for(guest) == max(
+            limits.max_shrink_kib, int(guest.actual_kib * limits.max_shrink_percent / 100))
 
 
 def check_blocked_guests_never_lose_memory(guest: GuestView, limits: SafetyLimits,

@@ -15,7 +15,7 @@ from nova_balloon.safety.responsiveness import unresponsive_reason
 MIB = 1024
 SETTINGS = planner.Settings(
     defaults=PolicyDefaults(2.0, 256, 1000), manage_unmanaged_guests=False,
-    limits=SafetyLimits(64 * MIB, 10.0, 128 * MIB, 16 * MIB), interval_s=2,
+    limits=SafetyLimits(64 * MIB, 10.0, 128 * MIB, 0.0, 16 * MIB), interval_s=2,
     stats_period_s=10, fast_stats_period_s=1, fast_free_kib=1024 * MIB)
 
 
