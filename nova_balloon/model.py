@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any
 
 KIB_PER_MIB = 1024
 
@@ -143,6 +144,15 @@ class Action(enum.Enum):
     IGNORE = 'ignore'
 
 
+# One part of a decision's reason: a str.format template, then its arguments,
+# which are KiB (shown in MiB) unless they are strings.
+Note = tuple[Any, ...]
+
+
+def _note_text(note: Note) -> str:
+    return note[0].format(*[a if isinstance(a, str) else mib(a) for a in note[1:]])
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome of one cycle for one guest: what to apply and why."""
@@ -152,4 +162,10 @@ class Decision:
     action: Action
     # The target to apply now (GROW/SHRINK), or the one kept (HOLD).
     target_kib: int | None
-    reason: str
+    # Why, formatted only when ``reason`` is read: every guest gets a decision
+    # each cycle (and the policy may try several), but few reasons are logged.
+    notes: tuple[Note, ...]
+
+    @property
+    def reason(self) -> str:
+        return '; '.join(map(_note_text, self.notes))

@@ -23,7 +23,6 @@ from nova_balloon.model import (
     GuestView,
     HostSnapshot,
     RunState,
-    mib,
 )
 from nova_balloon.policies import Policy
 from nova_balloon.safety import SafetyLimits, guard
@@ -352,6 +351,6 @@ def _ignored_decision(item: Classified, remembered: GuestMemory | None) -> Decis
     running = item.sample.run_state is RunState.RUNNING and facts.unballoonable is None
     if remembered is not None and remembered.shrunk and running:
         return Decision(facts.uuid, facts.name, Action.GROW, facts.max_memory_kib,
-                        f'restoring full memory {mib(facts.max_memory_kib)} MiB: '
-                        f'{item.ignore_reason}')
-    return Decision(facts.uuid, facts.name, Action.IGNORE, None, item.ignore_reason)
+                        (('restoring full memory {} MiB: {}', facts.max_memory_kib,
+                          item.ignore_reason),))
+    return Decision(facts.uuid, facts.name, Action.IGNORE, None, (('{}', item.ignore_reason),))

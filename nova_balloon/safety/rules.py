@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from nova_balloon.model import KIB_PER_MIB, Action, Decision, GuestView, mib
+from nova_balloon.model import KIB_PER_MIB, Action, Decision, GuestView, Note
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 
 
@@ -51,62 +51,75 @@ class SafetyLimits:
                    dead_band_kib=group.dead_band_mb * KIB_PER_MIB)
 
 
-def _shrink_blocker(guest: GuestView) -> str | None:
+def _shrink_blocker(guest: GuestView) -> Note | None:
     if not guest.stats_fresh:
-        return 'statistics are stale'
+        return ('no shrink: statistics are stale',)
     if guest.usable_kib is None:
-        return 'statistics are missing or invalid'
+        return ('no shrink: statistics are missing or invalid',)
     if guest.deflated_on_oom:
-        return f'guest deflated its balloon on OOM (actual {mib(guest.actual_kib)} MiB ' \
-               f'> target {mib(guest.target_kib)} MiB)'
+        return ('no shrink: guest deflated its balloon on OOM (actual {} MiB > target {} MiB)',
+                guest.actual_kib, guest.target_kib)
     return None
 
 
 def guard(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> Decision:
     """Turn a policy's proposal into the decision the agent may apply."""
-    current = guest.target_kib if guest.target_kib is not None else guest.actual_kib
+    action, target, notes = _rule(guest, proposed_kib, limits)
+    return Decision(guest.uuid, guest.name, action, target, notes)
+
+
+def guard_target(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> int:
+    """``guard(guest, proposed_kib, limits).target_kib``, without building the Decision.
+
+    For policies that foresee what the rules will make of their proposals.
+    """
+    return _rule(guest, proposed_kib, limits)[1]
+
+
+def _rule(guest: GuestView, proposed_kib: int | None,
+          limits: SafetyLimits) -> tuple[Action, int, tuple[Note, ...]]:
+    """The rules: the action, the target to apply or keep, and the notes of why."""
+    actual, floor, ceiling = guest.actual_kib, guest.floor_kib, guest.ceiling_kib
+    current = guest.target_kib if guest.target_kib is not None else actual
     wanted = current if proposed_kib is None else proposed_kib
-    target = min(guest.ceiling_kib, max(guest.floor_kib, wanted))
-    why = [f'proposed {mib(wanted)} MiB, bounds [{mib(guest.floor_kib)}, '
-           f'{mib(guest.ceiling_kib)}] MiB']
+    target = min(ceiling, max(floor, wanted))
+    notes: tuple[Note, ...] = (('proposed {} MiB, bounds [{}, {}] MiB', wanted, floor, ceiling),)
 
     if guest.unresponsive is not None:
-        target = guest.ceiling_kib
-        why.append(f'unresponsive: {guest.unresponsive}; full memory given back')
-    elif target < guest.actual_kib:
+        target = ceiling
+        notes += (('unresponsive: {}; full memory given back', guest.unresponsive),)
+    elif target < actual:
         blocker = _shrink_blocker(guest)
         if blocker is not None:
             # Neither below what the guest has nor below a growth under way.
-            target = min(guest.ceiling_kib, max(guest.actual_kib, current))
-            why.append(f'no shrink: {blocker}')
+            target = min(ceiling, max(actual, current))
+            notes += (blocker,)
         elif guest.demand_kib is None:
             # The current target was checked when it was set: let the balloon
             # get there, but go no lower until the statistics catch up.
             target = max(target, current)
-            why.append('balloon moving, statistics not yet taken at its new size')
+            notes += (('balloon moving, statistics not yet taken at its new size',),)
         else:
-            keep = guest.demand_kib + limits.headroom_for(guest)
+            headroom = limits.headroom_for(guest)
+            keep = guest.demand_kib + headroom
             if target < keep:
                 target = keep
-                why.append(f'keeps use {mib(guest.demand_kib)} MiB + headroom '
-                           f'{mib(limits.headroom_for(guest))} MiB')
+                notes += (('keeps use {} MiB + headroom {} MiB', guest.demand_kib, headroom),)
             max_shrink = limits.max_shrink_for(guest)
-            if target < guest.actual_kib - max_shrink:
-                target = guest.actual_kib - max_shrink
-                why.append(f'shrink limited to {mib(max_shrink)} MiB per cycle')
-            if guest.actual_kib > current + SETTLE_TOLERANCE_KIB and target < current:
+            if target < actual - max_shrink:
+                target = actual - max_shrink
+                notes += (('shrink limited to {} MiB per cycle', max_shrink),)
+            if actual > current + SETTLE_TOLERANCE_KIB and target < current:
                 target = current
-                why.append(f'balloon still moving to {mib(current)} MiB')
-            target = min(guest.ceiling_kib, max(guest.floor_kib, target))
+                notes += (('balloon still moving to {} MiB', current),)
+            target = min(ceiling, max(floor, target))
 
     delta = target - current
     if delta == 0:
-        return Decision(guest.uuid, guest.name, Action.HOLD, current, '; '.join(why))
+        return Action.HOLD, current, notes
     if _inside_dead_band(guest, current, target, limits):
-        why.append(f'change {mib(delta)} MiB inside the dead band')
-        return Decision(guest.uuid, guest.name, Action.HOLD, current, '; '.join(why))
-    action = Action.GROW if delta > 0 else Action.SHRINK
-    return Decision(guest.uuid, guest.name, action, target, '; '.join(why))
+        return Action.HOLD, current, notes + (('change {} MiB inside the dead band', delta),)
+    return (Action.GROW if delta > 0 else Action.SHRINK), target, notes
 
 
 def _inside_dead_band(guest: GuestView, current: int, target: int,

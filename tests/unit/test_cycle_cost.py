@@ -1,12 +1,21 @@
-"""What keeps a cycle cheap changes nothing it decides: the policy memo, the paused collector."""
+"""What keeps a cycle cheap changes nothing it decides.
+
+The policy memo, the paused collector, reasons formatted only when read, the
+target-only guard.
+"""
 
 from __future__ import annotations
 
 import gc
 
+from hypothesis import given
+
 from nova_balloon.controller import cycle, planner
 from nova_balloon.flavor_policy import OVERCOMMIT_RATIO, PolicyDefaults, PolicyError
-from nova_balloon.model import FlavorPolicy
+from nova_balloon.model import Action, Decision, FlavorPolicy
+from nova_balloon.safety.rules import guard, guard_target
+from tests.unit.test_safety import CEILING as VIEW_CEILING
+from tests.unit.test_safety import LIMITS, PROPERTY, GiB, cases, view
 
 MiB = 1024
 CEILING = 4096 * MiB
@@ -60,3 +69,44 @@ def test_collector_left_off_when_it_was_off():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@PROPERTY
+@given(cases())
+def test_guard_target_is_the_target_of_guard(case):
+    guest, proposal, limits = case
+    assert guard_target(guest, proposal, limits) == guard(guest, proposal, limits).target_kib
+
+
+@PROPERTY
+@given(cases(shrinkable=True))
+def test_guard_target_is_the_target_of_guard_for_shrinkable_guests(case):
+    guest, proposal, limits = case
+    assert guard_target(guest, proposal, limits) == guard(guest, proposal, limits).target_kib
+
+
+def test_reason_formatted_when_read():
+    """Every note in MiB, as the f-strings formatted it before notes were deferred."""
+    guest = view(actual=VIEW_CEILING, usable=VIEW_CEILING - 2000 * 1024,
+                 target=VIEW_CEILING - 64 * 1024)
+    d = guard(guest, 1 * GiB, LIMITS)
+    assert d.reason == ('proposed 1024 MiB, bounds [1024, 4096] MiB; keeps use 2000 MiB + '
+                        'headroom 409 MiB; shrink limited to 128 MiB per cycle; balloon '
+                        'still moving to 4032 MiB')
+    oom = guard(view(actual=3 * GiB, usable=0, target=2 * GiB, deflated_on_oom=True),
+                None, LIMITS)
+    assert oom.reason == ('proposed 2048 MiB, bounds [1024, 4096] MiB; no shrink: guest '
+                          'deflated its balloon on OOM (actual 3072 MiB > target 2048 MiB)')
+    held = guard(view(actual=3 * GiB, usable=2 * GiB, target=3 * GiB), 3 * GiB - 1, LIMITS)
+    assert held.reason == ('proposed 3071 MiB, bounds [1024, 4096] MiB; change -1 MiB '
+                           'inside the dead band')
+    unresponsive = guard(view(actual=2 * GiB, unresponsive='stuck {0}'), None, LIMITS)
+    assert unresponsive.reason == ('proposed 2048 MiB, bounds [1024, 4096] MiB; '
+                                   'unresponsive: stuck {0}; full memory given back')
+
+
+def test_reason_of_a_decision_without_kib():
+    """Strings pass through as they are, braces and all; None reads as None."""
+    d = Decision('u', 'g', Action.IGNORE, None, (('{}', 'weird {reason}'),
+                                                 ('target {} MiB', None)))
+    assert d.reason == 'weird {reason}; target None MiB'
