@@ -22,9 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from nova_balloon.model import KIB_PER_MIB
 from nova_balloon.virt.simulated import metrics, plot, run, trace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,26 +58,13 @@ class Goal:
     met: bool
 
 
-def overflow_after_start(result: run.RunResult) -> int:
-    """Seconds the host overflows once the second cycle's shrinks apply.
-
-    Before that no policy can make room: the planner lets no balloon shrink in
-    the first cycle (it has not seen one settle yet), while the safety rules
-    raise a guest started below its floor at once.
-    """
-    second_cycle = run.INTERVAL_S // 2 + run.INTERVAL_S
-    over = result.host_used_kib[second_cycle + 1:] - result.host_total_kib
-    return int(np.count_nonzero(over > KIB_PER_MIB))
-
-
 def goals(scenario: str, results: dict[str, run.RunResult]) -> list[Goal]:
     """The issue's goals for the default policy.
 
     "The best baseline" is the one with the least shortfall, the figure the
-    goals are about, among those that do not overflow the host (beyond the
-    first cycle, which no policy can help); reclaimed and ops are compared
-    with it and, as a stricter reading, with the best value of any baseline
-    (but static, for ops).
+    goals are about, among those that never overflow the host; reclaimed and
+    ops are compared with it and, as a stricter reading, with every baseline
+    that never overflows the host (but static for ops: it controls nothing).
     """
     ours = results[DEFAULT_POLICY].metrics
     base = {name: results[name].metrics for name in BASELINES if name in results}
@@ -94,29 +78,27 @@ def goals(scenario: str, results: dict[str, run.RunResult]) -> list[Goal]:
             Goal(f'pressure {100 * ours.pressure:.4f} % <= 0.1 % of guest-time',
                  ours.pressure <= 0.001),
         ]
-    valid = {name: m for name, m in base.items() if overflow_after_start(results[name]) == 0}
-    best_name, best = min((valid or base).items(), key=lambda item: item[1].shortfall)
+    valid = {name: m for name, m in base.items() if m.host_overflow == 0} or base
+    best_name, best = min(valid.items(), key=lambda item: item[1].shortfall)
     allowed = max(best.shortfall / 2, 1.1 * ours.unavoidable)
-    # static controls nothing: its ops are no bar for a policy that does.
-    controlling = [m for name, m in base.items() if name != 'static']
-    after_start = overflow_after_start(results[DEFAULT_POLICY])
+    top_name, top = max(valid.items(), key=lambda item: item[1].reclaimed)
+    calm_name, calm = min(((n, m) for n, m in valid.items() if n != 'static'),
+                          key=lambda item: item[1].ops, default=(best_name, best))
     return [
         Goal(f'host_overflow {100 * ours.host_overflow:.3f} % of time = 0',
              ours.host_overflow == 0),
-        Goal(f'host_overflow after the first cycle: {after_start} s = 0', after_start == 0),
         Goal(f'shortfall {100 * ours.shortfall:.5f} % <= max(best baseline ({best_name}) '
              f'{100 * best.shortfall:.5f} % / 2, 1.1 x unavoidable '
              f'{100 * ours.unavoidable:.5f} %)', ours.shortfall <= allowed),
         Goal(f'reclaimed {100 * ours.reclaimed:.2f} % >= {best_name} '
              f'{100 * best.reclaimed:.2f} %', ours.reclaimed >= best.reclaimed),
-        Goal(f'reclaimed {100 * ours.reclaimed:.2f} % >= every baseline (best '
-             f'{100 * max(m.reclaimed for m in base.values()):.2f} %)',
-             all(ours.reclaimed >= m.reclaimed for m in base.values())),
-        Goal(f'ops {ours.ops:.1f} <= {best_name} {best.ops:.1f} per guest-hour',
+        Goal(f'ops {ours.ops:.2f} <= {best_name} {best.ops:.2f} per guest-hour',
              ours.ops <= best.ops),
-        Goal(f'ops {ours.ops:.1f} <= every baseline but static (best '
-             f'{min(m.ops for m in controlling):.1f})',
-             all(ours.ops <= m.ops for m in controlling)),
+        Goal(f'stricter: reclaimed {100 * ours.reclaimed:.2f} % >= every baseline that '
+             f'never overflows (best {top_name} {100 * top.reclaimed:.2f} %)',
+             ours.reclaimed >= top.reclaimed),
+        Goal(f'stricter: ops {ours.ops:.2f} <= every baseline that never overflows but static '
+             f'(best {calm_name} {calm.ops:.2f})', ours.ops <= calm.ops),
     ]
 
 

@@ -164,14 +164,16 @@ The most, in MiB, that one guest's balloon may be shrunk in one cycle, unless
 limited: a guest that needs memory gets it at once.
 """),
     cfg.FloatOpt('max_shrink_percent_per_cycle',
-                 default=5.0,
+                 default=10.0,
                  min=0.0,
                  max=100.0,
                  help="""
 The most that one guest's balloon may be shrunk in one cycle, as a percentage
-of the memory it has now (oVirt MoM's step is 5 %); the larger of this and
-``max_shrink_mb_per_cycle`` applies. A fixed step alone would take hundreds of
-cycles, and as many balloon moves, to reclaim a large guest.
+of the memory it has now; the larger of this and ``max_shrink_mb_per_cycle``
+applies. A fixed step alone would take hundreds of cycles, and as many balloon
+moves, to reclaim a large guest. A guest shrinks at most once per statistics
+period, since its balloon must settle first, and never below its use plus
+headroom.
 """),
     cfg.IntOpt('unresponsive_after',
                default=60,
@@ -233,7 +235,7 @@ Related options:
 * ``demand_half_life_cycles``: how long the estimate holds a peak.
 """),
     cfg.IntOpt('demand_half_life_cycles',
-               default=12,
+               default=48,
                min=1,
                help="""
 Adaptive policy: how slowly a guest's demand estimate falls back after a

@@ -11,14 +11,23 @@ has seen of it, fits the plan to the host, then paces the growth:
   ``[balloon] demand_half_life_cycles`` cycles, so a guest whose demand keeps
   returning to a peak keeps the memory for it. A demand that rose in two
   looks in a row is a trend (a guest filling its memory): the estimate looks
-  two cycles ahead along it.
+  one cycle ahead along it.
+* **Room for the next surge**: a guest whose demand once jumped is likely to
+  jump again, and no reaction beats a jump: statistics show it late and a
+  balloon deflates at a bounded rate. A guest wants its estimate plus half
+  the largest jump it made between two looks, a memory that halves every
+  ``SURGE_HALF_LIFE_CYCLES`` cycles.
 * **Signals beyond free memory**: a guest that swaps in, deflated its balloon
   on OOM, or has almost no free memory uses all it has plus what it reads
   back from swap per second, so that one step grows it by what it lacks.
 * **Memory buffer** (as Hyper-V's): a guest wants its estimate plus
   ``[balloon] buffer_percent`` of it, within its flavor's bounds.
-* **No growth for noise**: a target below what the guest wants stays put
-  while it keeps at least half of the buffer.
+* **No growth for noise, few and large shrinks**: a target below what the
+  guest wants stays put while it keeps at least half of the buffer; one above
+  stays put until the want falls below half-way between the floor and the
+  target and by at least 2 % of the flavor RAM, and then goes down to the
+  want (each balloon move costs the guest
+  and the host, and the safety rules shrink a guest in bounded steps).
 * **Shares under contention, with an idle memory tax** (as VMware's): when the
   wants do not fit the host less ``[balloon] host_reserve_mb``, every guest
   first gets its demand, and the rest goes by ``balloon:shares``, memory that
@@ -44,16 +53,22 @@ from oslo_config import cfg
 
 from nova_balloon.model import KIB_PER_MIB, GuestView, HostSnapshot
 from nova_balloon.policies import Policy
-from nova_balloon.safety import SafetyLimits, guard
+from nova_balloon.safety import SafetyLimits, guard_target
 
 # A guest with less free memory than this share of its size is short: it is
 # about to swap, if it does not already.
 SHORT_FREE_FRACTION = 0.02
 # How many cycles ahead the estimate follows a trend.
-TREND_LOOKAHEAD_CYCLES = 2
+TREND_LOOKAHEAD_CYCLES = 1
+# The share of a guest's largest recent jump in demand that it keeps free, and
+# how fast that jump is forgotten.
+SURGE_SHARE = 0.5
+SURGE_HALF_LIFE_CYCLES = 100
 # A target above what the guest wants stays put while it keeps at least this
 # share of the guest's buffer.
 BAND_BELOW = 0.5
+# The least share of a guest's flavor RAM worth a shrink (a balloon move).
+SMALLEST_SHRINK = 0.02
 
 
 def share_out(budget: int, wants: Mapping[str, int],
@@ -91,6 +106,8 @@ class Seen:
     rise_kib: int
     # The smaller of the last two rises when both were rises, else 0.
     trend_kib: int
+    # The largest rise, fading with SURGE_HALF_LIFE_CYCLES.
+    surge_kib: float
     swap_in_kib: int | None
 
 
@@ -107,7 +124,8 @@ def current_target(guest: GuestView) -> int:
     return guest.target_kib if guest.target_kib is not None else guest.actual_kib
 
 
-def observe(guest: GuestView, before: Seen | None, decay: float, now: float) -> Seen:
+def observe(guest: GuestView, before: Seen | None, decay: float, surge_decay: float,
+            now: float) -> Seen:
     """Update what the policy knows of a guest with usable statistics."""
     assert guest.usable_kib is not None
     demand = guest.demand_kib
@@ -123,13 +141,25 @@ def observe(guest: GuestView, before: Seen | None, decay: float, now: float) -> 
             guest.usable_kib < SHORT_FREE_FRACTION * guest.actual_kib:
         demand = max(demand, int(guest.actual_kib + swap_rate))
     if before is None:
-        return Seen(now, demand, demand, 0, 0, guest.swap_in_kib)
+        return Seen(now, demand, demand, 0, 0, 0.0, guest.swap_in_kib)
     rise = demand - before.demand_kib
     return Seen(now, demand,
                 estimate_kib=max(demand, demand + (before.estimate_kib - demand) * decay),
                 rise_kib=rise,
                 trend_kib=min(rise, before.rise_kib) if rise > 0 and before.rise_kib > 0 else 0,
+                surge_kib=max(rise, before.surge_kib * surge_decay),
                 swap_in_kib=guest.swap_in_kib)
+
+
+def need_of(guest: GuestView, seen: Seen, buffer_fraction: float) -> Need:
+    """The least a guest must have now (its demand) and what it wants: its
+    estimate, a cycle ahead along a trend, plus the larger of the buffer and
+    room for half its largest recent surge; both within its bounds."""
+    peak = max(seen.estimate_kib, seen.demand_kib + TREND_LOOKAHEAD_CYCLES * seen.trend_kib)
+    want = max(peak * (1 + buffer_fraction), peak + SURGE_SHARE * seen.surge_kib)
+    return Need(least_kib=int(min(guest.ceiling_kib, max(guest.floor_kib, seen.demand_kib))),
+                want_kib=int(min(guest.ceiling_kib, max(guest.floor_kib, want))),
+                demand_kib=seen.demand_kib)
 
 
 def growth_kib(guests: Sequence[GuestView], targets: Mapping[str, int]) -> int:
@@ -152,19 +182,10 @@ class AdaptivePolicy(Policy):
         self.host_critical_kib = min(self.host_reserve_kib,
                                      group.host_critical_free_mb * KIB_PER_MIB)
         self.decay = 0.5 ** (1 / group.demand_half_life_cycles)
+        self.surge_decay = 0.5 ** (1 / SURGE_HALF_LIFE_CYCLES)
         self.idle_cost = 1 / (1 - group.idle_tax_percent / 100)
         self.limits = SafetyLimits.from_conf(group)
         self._seen: dict[str, Seen] = {}
-
-    def _need(self, guest: GuestView, seen: Seen) -> Need:
-        peak = max(seen.estimate_kib, seen.demand_kib + TREND_LOOKAHEAD_CYCLES * seen.trend_kib)
-
-        def bounded(kib: float) -> int:
-            return int(min(guest.ceiling_kib, max(guest.floor_kib, kib)))
-
-        return Need(least_kib=bounded(seen.demand_kib),
-                    want_kib=bounded(peak * (1 + self.buffer_fraction)),
-                    demand_kib=seen.demand_kib)
 
     def propose(self, host: HostSnapshot, guests: Sequence[GuestView]) -> dict[str, int]:
         needs: dict[str, Need] = {}
@@ -176,8 +197,9 @@ class AdaptivePolicy(Policy):
                 unplanned_kib += guest.ceiling_kib if guest.unresponsive else \
                     max(guest.actual_kib, current_target(guest))
                 continue
-            seen[guest.uuid] = observe(guest, self._seen.get(guest.uuid), self.decay, host.now)
-            needs[guest.uuid] = self._need(guest, seen[guest.uuid])
+            seen[guest.uuid] = observe(guest, self._seen.get(guest.uuid), self.decay,
+                                       self.surge_decay, host.now)
+            needs[guest.uuid] = need_of(guest, seen[guest.uuid], self.buffer_fraction)
         # A guest that is only stale for now keeps its history; a gone one loses it.
         self._seen = {g.uuid: seen.get(g.uuid) or self._seen[g.uuid] for g in guests
                       if g.uuid in seen or g.uuid in self._seen}
@@ -214,13 +236,18 @@ class AdaptivePolicy(Policy):
 
     @staticmethod
     def _steady(guest: GuestView, need: Need) -> int:
-        """The current target while it lies between half the buffer and the want.
+        """The current target while it keeps half the buffer and the want is
+        above half-way between the floor and it (and within SMALLEST_SHRINK of
+        it); else the want.
 
-        Growth for noise costs a balloon move now and a slow shrink later.
+        Growth for noise costs a balloon move now and a shrink later; a shrink
+        by a little costs a move for little memory.
         """
         current = current_target(guest)
         low = need.least_kib + BAND_BELOW * (need.want_kib - need.least_kib)
-        return current if low <= current <= need.want_kib else need.want_kib
+        high = need.want_kib + max(need.want_kib - guest.floor_kib,
+                                   SMALLEST_SHRINK * guest.ceiling_kib)
+        return current if low <= current <= high else need.want_kib
 
     def _weight(self, guest: GuestView, need: Need) -> float:
         """Shares per KiB wanted, idle KiB taxed (VMware's shares-per-page ratio)."""
@@ -271,11 +298,16 @@ class AdaptivePolicy(Policy):
         applied = {}
         for guest in guests:
             current = current_target(guest)
-            target = guard(guest, proposals[guest.uuid], self.limits).target_kib
-            assert target is not None
-            if target > max(proposals[guest.uuid], current):
+            proposal = proposals[guest.uuid]
+            if proposal == current and guest.actual_kib <= current and \
+                    guest.unresponsive is None and \
+                    guest.floor_kib <= current <= guest.ceiling_kib:
+                # What most guests get most cycles; the rules keep it as is.
+                applied[guest.uuid] = current
+                continue
+            target = guard_target(guest, proposal, self.limits)
+            if target > max(proposal, current):
                 proposals[guest.uuid] = max(current, min(guest.actual_kib, target))
-                target = guard(guest, proposals[guest.uuid], self.limits).target_kib
-                assert target is not None
+                target = guard_target(guest, proposals[guest.uuid], self.limits)
             applied[guest.uuid] = target
         return applied

@@ -10,7 +10,7 @@ from oslo_config import cfg
 from nova_balloon.conf import balloon
 from nova_balloon.model import GuestView, HostSnapshot
 from nova_balloon.policies import Policy
-from nova_balloon.policies.adaptive import AdaptivePolicy, Need, share_out
+from nova_balloon.policies.adaptive import AdaptivePolicy, Need, Seen, need_of, observe, share_out
 
 MiB = 1024
 GiB = 1024 * MiB
@@ -146,28 +146,55 @@ def test_busy_guest_gets_its_demand_plus_the_buffer(make_conf):
 
 
 def test_buffer_percent_option(make_conf):
+    # 1 GiB + 50 %.
     policy = AdaptivePolicy(make_conf(buffer_percent=50.0))
-    assert policy.propose(host(), [using(2 * GiB)]) == {'u1': 3 * GiB}
+    assert policy.propose(host(), [using(1 * GiB)]) == {'u1': 1536 * MiB}
 
 
-def test_estimate_rises_at_once_and_falls_back_by_half_each_half_life(make_conf):
-    policy = AdaptivePolicy(make_conf(demand_half_life_cycles=1))
-    assert policy.propose(host(now=100), [using(1 * GiB)]) == {'u1': int(1 * GiB * 1.05)}
-    assert policy.propose(host(now=110), [using(3 * GiB)]) == {'u1': int(3 * GiB * 1.05)}
-    # Demand 1 GiB again: the estimate keeps half of the 2 GiB above it, then a quarter.
-    assert policy.propose(host(now=120), [using(1 * GiB)]) == {'u1': int(2 * GiB * 1.05)}
-    assert policy.propose(host(now=130), [using(1 * GiB)]) == {'u1': int(1.5 * GiB * 1.05)}
+def looks(*demands: int, decay: float = 0.5, surge_decay: float = 0.5) -> list[Seen]:
+    """What the policy makes of a 4 GiB guest's demands, one look every 10 s."""
+    seen: list[Seen] = []
+    for i, demand in enumerate(demands):
+        seen.append(observe(using(demand), seen[-1] if seen else None, decay, surge_decay,
+                            now=100.0 + 10 * i))
+    return seen
 
 
-def test_two_rises_in_a_row_are_a_trend_followed_two_cycles_ahead(make_conf):
-    policy = AdaptivePolicy(make_conf())
-    policy.propose(host(now=100), [using(1 * GiB)])
-    # One rise is no trend: 1.5 GiB + 5 %.
-    assert policy.propose(host(now=101), [using(1536 * MiB)]) == \
-        {'u1': int(1536 * MiB * 1.05)}
-    # Rises of 512 and 256 MiB: trend 256 MiB; 1792 + 2 x 256 = 2304 MiB, + 5 %.
-    assert policy.propose(host(now=102), [using(1792 * MiB)]) == \
-        {'u1': int(2304 * MiB * 1.05)}
+def test_estimate_rises_at_once_and_falls_back_by_half_each_half_life():
+    # Demand 1 GiB again after 3 GiB: the estimate keeps half of the 2 GiB
+    # above it, then a quarter.
+    estimates = [s.estimate_kib for s in looks(1 * GiB, 3 * GiB, 1 * GiB, 1 * GiB)]
+    assert estimates == [1 * GiB, 3 * GiB, 2 * GiB, 1.5 * GiB]
+
+
+def test_largest_surge_is_remembered_and_fades_by_half_each_half_life():
+    # Rises of 2 GiB, then -2 GiB, then 0: the 2 GiB surge halves each look;
+    # a smaller rise (256 MiB) does not replace the faded one (512 MiB).
+    surges = [s.surge_kib for s in looks(1 * GiB, 3 * GiB, 1 * GiB, 1 * GiB, 1280 * MiB)]
+    assert surges == [0, 2 * GiB, 1 * GiB, 512 * MiB, 256 * MiB]
+    surges = [s.surge_kib for s in looks(1 * GiB, 3 * GiB, 1 * GiB, 1 * GiB, 1792 * MiB)]
+    assert surges[-1] == 768 * MiB
+
+
+def test_want_is_estimate_plus_the_larger_of_buffer_and_half_the_surge():
+    g = using(1 * GiB)
+    # 3 GiB after a surge of 2 GiB: 3 + 1 GiB beats 3 GiB + 5 %; the ceiling caps it.
+    assert need_of(g, looks(1 * GiB, 3 * GiB)[-1], 0.05).want_kib == 4 * GiB
+    # After it (estimate 2 GiB, surge 1 GiB with these decays): 2 + 0.5 GiB.
+    assert need_of(g, looks(1 * GiB, 3 * GiB, 1 * GiB)[-1], 0.05).want_kib == 2560 * MiB
+    # No surge: the buffer, 5 %; the least is the demand, not below the floor.
+    steady = need_of(g, looks(512 * MiB, 512 * MiB)[-1], 0.05)
+    assert (steady.least_kib, steady.want_kib) == (1 * GiB, 1 * GiB)
+    steady = need_of(g, looks(2 * GiB, 2 * GiB)[-1], 0.05)
+    assert (steady.least_kib, steady.want_kib) == (2 * GiB, int(2 * GiB * 1.05))
+
+
+def test_two_rises_in_a_row_are_a_trend_followed_one_cycle_ahead():
+    seen = looks(1 * GiB, 1536 * MiB, 1792 * MiB, surge_decay=1.0)
+    # One rise is no trend; rises of 512 and 256 MiB: trend 256 MiB.
+    assert [s.trend_kib for s in seen] == [0, 0, 256 * MiB]
+    # 1792 + 256 = 2048 MiB, + half the 512 MiB surge: 2304 MiB (more than + 5 %).
+    assert need_of(using(1 * GiB), seen[-1], 0.05).want_kib == 2304 * MiB
 
 
 def test_guest_with_almost_no_free_memory_uses_all_it_has(make_conf):
@@ -178,11 +205,13 @@ def test_guest_with_almost_no_free_memory_uses_all_it_has(make_conf):
 
 
 def test_swap_in_rate_adds_to_what_a_guest_has(make_conf):
-    # 1 GiB swapped in over 10 s: 104857.6 KiB/s on top of its 2 GiB.
+    # 1 GiB swapped in over 10 s: 104857.6 KiB/s on top of its 2 GiB, demand
+    # 2202009 KiB; it rose by 1153433 KiB from 1 GiB, so the want is the
+    # demand plus half that rise (more than the 5 % buffer): 2778725 KiB.
     policy = AdaptivePolicy(make_conf())
     policy.propose(host(now=100), [guest(actual=2 * GiB, usable=1 * GiB)])
     swapping = guest(actual=2 * GiB, usable=1 * GiB, swap_in_kib=1 * GiB)
-    assert policy.propose(host(now=110), [swapping]) == {'u1': int(2202009 * 1.05)}
+    assert policy.propose(host(now=110), [swapping]) == {'u1': 2778725}
 
 
 def test_deflated_on_oom_uses_all_it_has(make_conf):
@@ -191,23 +220,35 @@ def test_deflated_on_oom_uses_all_it_has(make_conf):
     assert policy.propose(host(), [g]) == {'u1': 2202009}
 
 
-def test_moving_balloon_counts_at_the_larger_of_size_and_target(make_conf):
+def test_moving_balloon_counts_at_the_larger_of_size_and_target():
     # Growing to 3 GiB, reported at 2 GiB with 1 GiB free: demand up to 2 GiB.
-    policy = AdaptivePolicy(make_conf())
     g = guest(actual=2 * GiB, usable=1 * GiB, target_kib=3 * GiB, demand_kib=None,
               balloon_moving=True)
-    assert policy.propose(host(), [g]) == {'u1': 2202009}
+    assert observe(g, None, 0.5, 0.5, now=100.0).demand_kib == 2 * GiB
 
 
 @pytest.mark.parametrize('target, proposed', [
     # Demand 2 GiB: least 2097152, want 2202009, buffer 104857: a target from
-    # 2097152 + 52428.5 up to the want stays; above it shrinks, below it grows.
-    (2149581, 2149581), (2202009, 2202009), (2149580, 2202009), (2202010, 2202009)])
-def test_target_below_the_want_stays_while_it_keeps_half_the_buffer(make_conf, target,
-                                                                     proposed):
+    # 2097152 + 52428.5 up to half-way between the floor (1 GiB) and it, that
+    # is up to 2202009 + (2202009 - 1048576) = 3355442, stays; above it
+    # shrinks to the want, below it grows to the want.
+    (2149581, 2149581), (2202009, 2202009), (2149580, 2202009), (2202010, 2202010),
+    (3355442, 3355442), (3355443, 2202009)])
+def test_target_stays_while_it_keeps_half_the_buffer_and_the_want_is_above_half_way(
+        make_conf, target, proposed):
     # No safety headroom, so that the safety rules pass every shrink.
     policy = AdaptivePolicy(make_conf(headroom_mb=0, headroom_percent=0.0))
     g = using(2 * GiB, actual=target, target_kib=target)
+    assert policy.propose(host(), [g]) == {'u1': proposed}
+
+
+@pytest.mark.parametrize('target, proposed', [
+    # Demand 512 MiB: the want is the 1 GiB floor; 2 % of the 4 GiB flavor is
+    # 83886 KiB, the least shrink worth a balloon move.
+    (1 * GiB + 83886, 1 * GiB + 83886), (1 * GiB + 83887, 1 * GiB)])
+def test_no_shrink_by_less_than_two_percent_of_the_flavor(make_conf, target, proposed):
+    policy = AdaptivePolicy(make_conf(headroom_mb=0, headroom_percent=0.0))
+    g = using(512 * MiB, actual=target, target_kib=target)
     assert policy.propose(host(), [g]) == {'u1': proposed}
 
 

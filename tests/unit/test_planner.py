@@ -467,7 +467,7 @@ def test_settings_from_conf_defaults():
     assert s.defaults == PolicyDefaults(overcommit_ratio=1.0, min_memory_mb=256, shares=1000)
     assert s.manage_unmanaged_guests is False
     assert s.limits == SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                                    max_shrink_kib=128 * MiB, max_shrink_percent=5.0,
+                                    max_shrink_kib=128 * MiB, max_shrink_percent=10.0,
                                     dead_band_kib=16 * MiB)
     assert (s.interval_s, s.stats_period_s, s.fast_stats_period_s) == (2, 10, 1)
     assert s.fast_free_kib == 1024 * MiB

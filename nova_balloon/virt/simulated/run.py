@@ -27,7 +27,10 @@ from nova_balloon.virt.simulated import metrics, trace
 from nova_balloon.virt.simulated.hypervisor import STATS_PERIOD_S, SimulatedHypervisor
 
 INTERVAL_S = 10
-OVERCOMMIT_RATIO = '4.0'
+# The spec's flavors: floor = M / 4, nothing else. Without an explicit
+# min_memory_mb the agent's default (256 MiB) would raise small guests' floors
+# above the spec's, and above their start size when the host is a third.
+FLAVOR_EXTRA_SPECS = {flavor_policy.OVERCOMMIT_RATIO: '4.0', flavor_policy.MIN_MEMORY_MB: '0'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +104,7 @@ def guest_facts(index: int, vm: trace.VmTrace) -> GuestFacts:
         name=vm.vm, max_memory_kib=vm.ceiling_kib,
         nova=NovaMetadata(instance_name=f'instance-{index:08x}',
                           flavor_name=f'sim.{ceiling_mib}', flavor_memory_mb=ceiling_mib,
-                          extra_specs={flavor_policy.OVERCOMMIT_RATIO: OVERCOMMIT_RATIO}),
+                          extra_specs=dict(FLAVOR_EXTRA_SPECS)),
         unballoonable=None, stats_period_s=STATS_PERIOD_S)
 
 
