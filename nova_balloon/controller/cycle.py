@@ -69,7 +69,7 @@ class Controller:
         self._ignore_reasons: dict[str, str] = {}
         self._host_critical = False
         self._periods_logged: set[str] = set()
-        self._policies = planner.PolicyMemo()
+        self._memo = planner.Memo()
 
     def run_cycle(self) -> CycleReport:
         with self._lock, _collector_paused():
@@ -94,7 +94,7 @@ class Controller:
                             started)
         plan = planner.plan(host, collection.samples, self.policy,
                             self.policy_file.flavors(), self.memory, self.settings,
-                            self._policies)
+                            self._memo)
         self._log_host(plan, host)
         applied, errors = self._apply(plan, host)
         previous, self.memory = self.memory, plan.memory

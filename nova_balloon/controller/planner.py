@@ -130,38 +130,56 @@ def resolve_policy(extra_specs: Mapping[str, Any] | None,
         return exc.with_traceback(None)
 
 
-class PolicyMemo:
-    """Each guest's resolved flavor policy, kept while what it came from stays the same.
+class Memo:
+    """What the planner keeps from one cycle to the next to save work, never to decide otherwise.
 
-    Resolving parses every balloon key of every guest; the keys change only
-    with a guest's domain XML (the driver then gives new facts) or the flavor
-    policy file (re-read into new mappings), so a guest's policy is resolved
-    again only when one of its sources is another object or no longer equal.
+    Flavor policies: resolving parses every balloon key of every guest; the
+    keys change only with a guest's domain XML (the driver then gives new
+    facts) or the flavor policy file (re-read into new mappings), so a guest's
+    policy is resolved again only when one of its sources is another object
+    or no longer equal.
+
+    Views: most guests' figures do not change from one cycle to the next, and
+    building a view (a frozen dataclass) costs several times more than
+    comparing its fields, so a guest keeps last cycle's view while they match.
     """
 
     def __init__(self) -> None:
-        self._by_uuid: dict[str, tuple[tuple[Any, ...], Resolved]] = {}
+        self._policies: dict[str, tuple[tuple[Any, ...], Resolved]] = {}
+        self._views: dict[str, tuple[tuple[Any, ...], GuestView]] = {}
 
     def resolve(self, uuid: str, extra_specs: Mapping[str, Any] | None,
                 file_entry: Mapping[str, Any] | None, defaults: flavor_policy.PolicyDefaults,
                 ceiling_kib: int) -> Resolved:
-        cached = self._by_uuid.get(uuid)
+        cached = self._policies.get(uuid)
         if cached is not None:
             (specs, specs_copy, entry, entry_copy, was_defaults, was_ceiling), result = cached
             if specs is extra_specs and entry is file_entry and specs_copy == extra_specs \
-                    and entry_copy == file_entry and was_defaults == defaults \
-                    and was_ceiling == ceiling_kib:
+                    and entry_copy == file_entry and was_ceiling == ceiling_kib \
+                    and (was_defaults is defaults or was_defaults == defaults):
                 return result
         result = resolve_policy(extra_specs, file_entry, defaults, ceiling_kib)
         # Copies as well: a mapping changed in place is resolved again.
-        self._by_uuid[uuid] = ((extra_specs, _copy(extra_specs), file_entry, _copy(file_entry),
-                                defaults, ceiling_kib), result)
+        self._policies[uuid] = ((extra_specs, _copy(extra_specs), file_entry, _copy(file_entry),
+                                 defaults, ceiling_kib), result)
         return result
 
+    def view(self, fields: tuple[Any, ...]) -> GuestView:
+        """``GuestView(*fields)``: last cycle's view of the guest if it had these fields."""
+        uuid = fields[0]
+        cached = self._views.get(uuid)
+        if cached is not None and cached[0] == fields:
+            return cached[1]
+        view = GuestView(*fields)
+        self._views[uuid] = (fields, view)
+        return view
+
     def retain(self, uuids: Mapping[str, Any]) -> None:
-        """Forget the guests that are gone."""
-        if len(self._by_uuid) > len(uuids):
-            self._by_uuid = {u: v for u, v in self._by_uuid.items() if u in uuids}
+        """Forget the guests that are gone (once more are kept than there are guests)."""
+        if len(self._policies) > len(uuids):
+            self._policies = {u: v for u, v in self._policies.items() if u in uuids}
+        if len(self._views) > len(uuids):
+            self._views = {u: v for u, v in self._views.items() if u in uuids}
 
 
 def _copy(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -169,7 +187,7 @@ def _copy(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
-             settings: Settings, memo: PolicyMemo | None = None) -> Classified:
+             settings: Settings, memo: Memo | None = None) -> Classified:
     """Decide whether the agent may manage this guest, and within which bounds.
 
     ``memo`` saves resolving an unchanged guest's flavor policy every cycle.
@@ -210,13 +228,13 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
 
 def _valid_stats(stats: BalloonStats) -> bool:
     """The guest writes these figures: accept only self-consistent ones."""
-    if stats.actual_kib is None or stats.usable_kib is None:
+    actual, usable = stats.actual_kib, stats.usable_kib
+    if actual is None or usable is None or actual < 0 or usable < 0 or usable > actual:
         return False
-    for n in (stats.actual_kib, stats.usable_kib, stats.unused_kib,
-              stats.available_kib, stats.swap_in_kib, stats.major_faults):
+    for n in (stats.unused_kib, stats.available_kib, stats.swap_in_kib, stats.major_faults):
         if n is not None and n < 0:
             return False
-    return stats.usable_kib <= stats.actual_kib
+    return True
 
 
 def stats_fresh(sample: GuestSample, settings: Settings) -> bool:
@@ -247,41 +265,39 @@ def _unresponsive(sample: GuestSample, actual: int, memory: GuestMemory | None,
 
 
 def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,
-              now: float) -> GuestView:
-    stats = item.sample.stats
-    facts = item.sample.facts
+              now: float, memo: Memo | None = None) -> GuestView:
+    """A managed guest as policies see it (with ``memo``, last cycle's if it is the same)."""
+    sample = item.sample
+    stats = sample.stats
+    facts = sample.facts
     assert item.policy is not None and item.floor_kib is not None
     actual = stats.actual_kib if stats.actual_kib is not None else facts.max_memory_kib
     target = memory.target_kib if memory else None
-    valid = _valid_stats(stats)
     previous_actual = memory.actual_kib if memory else None
-    age = item.sample.stats_age_s
-    since = actual_since(item.sample, memory, now)
+    usable = stats.usable_kib if _valid_stats(stats) else None
+    age = sample.stats_age_s
+    since = actual_since(sample, memory, now)
     moving = age is None or now - age <= since + BALLOON_REPORT_LAG_S
-    return GuestView(
-        uuid=facts.uuid, name=facts.name,
-        ceiling_kib=facts.max_memory_kib, floor_kib=item.floor_kib,
-        shares=item.policy.shares, actual_kib=actual, target_kib=target,
-        usable_kib=stats.usable_kib if valid else None,
-        demand_kib=actual - stats.usable_kib
-        if valid and stats.usable_kib is not None and not moving else None,
-        swap_in_kib=stats.swap_in_kib, major_faults=stats.major_faults,
-        stats_fresh=stats_fresh(item.sample, settings),
-        balloon_moving=moving,
-        unresponsive=_unresponsive(item.sample, actual, memory, since, settings, now),
-        deflated_on_oom=(target is not None and previous_actual is not None
-                         and actual > target + SETTLE_TOLERANCE_KIB
-                         and actual > previous_actual))
+    fields = (  # GuestView's, in their order.
+        facts.uuid, facts.name, facts.max_memory_kib, item.floor_kib, item.policy.shares,
+        actual, target, usable,
+        actual - usable if usable is not None and not moving else None,  # demand_kib
+        stats.swap_in_kib, stats.major_faults, stats_fresh(sample, settings), moving,
+        # deflated_on_oom:
+        target is not None and previous_actual is not None
+        and actual > target + SETTLE_TOLERANCE_KIB and actual > previous_actual,
+        _unresponsive(sample, actual, memory, since, settings, now))
+    return GuestView(*fields) if memo is None else memo.view(fields)
 
 
 def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
          policy_file: Mapping[str, Mapping[str, Any]],
          memory: Mapping[str, GuestMemory], settings: Settings,
-         memo: PolicyMemo | None = None) -> Plan:
+         memo: Memo | None = None) -> Plan:
     classified = {s.facts.uuid: classify(s, policy_file, settings, memo) for s in samples}
     if memo is not None:
         memo.retain(classified)
-    views = {u: make_view(c, memory.get(u), settings, host.now)
+    views = {u: make_view(c, memory.get(u), settings, host.now, memo)
              for u, c in classified.items() if c.ignore_reason is None}
     proposals = policy.propose(host, list(views.values())) if views else {}
 
@@ -325,6 +341,7 @@ def stats_period_for(view: GuestView, current_s: int | None, settings: Settings)
 
 def _remember(item: Classified, remembered: GuestMemory | None, decision: Decision,
               view: GuestView | None, settings: Settings, now: float) -> GuestMemory:
+    """What the agent remembers of the guest now: the same record if nothing changed."""
     changed = decision.action in (Action.GROW, Action.SHRINK)
     target = decision.target_kib if decision.action is not Action.IGNORE else (
         remembered.target_kib if remembered else None)
@@ -337,11 +354,16 @@ def _remember(item: Classified, remembered: GuestMemory | None, decision: Decisi
         until = None
     elif until is None or now >= until:
         until = now + settings.unresponsive_retry_s
-    return GuestMemory(
-        target_kib=target, actual_kib=item.sample.stats.actual_kib, shrunk=shrunk,
-        actual_since=actual_since(item.sample, remembered, now),
-        target_set_at=now if changed else (remembered.target_set_at if remembered else None),
-        unresponsive_until=until, unresponsive=reason)
+    actual = item.sample.stats.actual_kib
+    since = actual_since(item.sample, remembered, now)
+    set_at = now if changed else (remembered.target_set_at if remembered else None)
+    if remembered is not None and (target, actual, shrunk, since, set_at, until, reason) == (
+            remembered.target_kib, remembered.actual_kib, remembered.shrunk,
+            remembered.actual_since, remembered.target_set_at, remembered.unresponsive_until,
+            remembered.unresponsive):
+        return remembered
+    return GuestMemory(target_kib=target, actual_kib=actual, shrunk=shrunk, actual_since=since,
+                       target_set_at=set_at, unresponsive_until=until, unresponsive=reason)
 
 
 def _ignored_decision(item: Classified, remembered: GuestMemory | None) -> Decision:

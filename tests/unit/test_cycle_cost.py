@@ -1,19 +1,26 @@
 """What keeps a cycle cheap changes nothing it decides.
 
-The policy memo, the paused collector, reasons formatted only when read, the
+The planner's memo (flavor policies, views), remembered records kept while
+unchanged, the paused collector, reasons formatted only when read, the
 target-only guard.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nova_balloon.controller import cycle, planner
 from nova_balloon.flavor_policy import OVERCOMMIT_RATIO, PolicyDefaults, PolicyError
-from nova_balloon.model import Action, Decision, FlavorPolicy
+from nova_balloon.model import Action, BalloonStats, Decision, FlavorPolicy
+from nova_balloon.policies.adaptive import AdaptivePolicy
 from nova_balloon.safety.rules import guard, guard_target
+from tests.unit.test_plan_properties import CONF, SETTINGS, snapshots
+from tests.unit.test_planner import HOST, FixedPolicy, sample
+from tests.unit.test_planner import SETTINGS as MANAGING
 from tests.unit.test_safety import CEILING as VIEW_CEILING
 from tests.unit.test_safety import LIMITS, PROPERTY, GiB, cases, view
 
@@ -23,7 +30,7 @@ DEFAULTS = PolicyDefaults(overcommit_ratio=2.0, min_memory_mb=256, shares=1000)
 
 
 def test_memo_resolves_once_while_sources_stay_the_same():
-    memo = planner.PolicyMemo()
+    memo = planner.Memo()
     specs = {OVERCOMMIT_RATIO: '4.0'}
     first = memo.resolve('u1', specs, None, DEFAULTS, CEILING)
     assert isinstance(first, FlavorPolicy) and first.overcommit_ratio == 4.0
@@ -31,7 +38,7 @@ def test_memo_resolves_once_while_sources_stay_the_same():
 
 
 def test_memo_resolves_again_when_a_source_changes():
-    memo = planner.PolicyMemo()
+    memo = planner.Memo()
     specs = {OVERCOMMIT_RATIO: '4.0'}
     memo.resolve('u1', specs, None, DEFAULTS, CEILING)
     specs[OVERCOMMIT_RATIO] = '3.0'  # changed in place
@@ -44,7 +51,7 @@ def test_memo_resolves_again_when_a_source_changes():
 
 
 def test_memo_keeps_errors_and_forgets_gone_guests():
-    memo = planner.PolicyMemo()
+    memo = planner.Memo()
     specs = {OVERCOMMIT_RATIO: 'lots'}
     error = memo.resolve('u1', specs, None, DEFAULTS, CEILING)
     assert isinstance(error, PolicyError) and error.__traceback__ is None
@@ -52,6 +59,51 @@ def test_memo_keeps_errors_and_forgets_gone_guests():
     memo.resolve('u2', {}, None, DEFAULTS, CEILING)
     memo.retain({'u2': None})
     assert memo.resolve('u1', specs, None, DEFAULTS, CEILING) is not error
+
+
+@settings(max_examples=150, deadline=None)
+@given(snapshots(), st.integers(1, 6), st.data())
+def test_a_memo_changes_no_plan(snapshot, cycles, data):
+    """The same cycles planned with and without a memo: the same plans.
+
+    Between cycles some guests' statistics age or change, others stay as they were.
+    """
+    host, samples, memory = snapshot
+    memo = planner.Memo()
+    policies = AdaptivePolicy(CONF), AdaptivePolicy(CONF)
+    memories = memory, memory
+    for n in range(cycles):
+        if n:
+            samples = [data.draw(st.sampled_from([
+                s, dataclasses.replace(s, stats_age_s=(s.stats_age_s or 0) + 1),
+                dataclasses.replace(s, stats=BalloonStats(
+                    actual_kib=data.draw(st.integers(0, s.facts.max_memory_kib)),
+                    usable_kib=data.draw(st.integers(0, s.facts.max_memory_kib))))]))
+                for s in samples]
+        now = dataclasses.replace(host, now=host.now + n)
+        kept = planner.plan(now, samples, policies[0], {}, memories[0], SETTINGS, memo)
+        plain = planner.plan(now, samples, policies[1], {}, memories[1], SETTINGS)
+        assert kept.decisions == plain.decisions
+        assert kept.views == plain.views
+        assert kept.memory == plain.memory
+        assert (kept.stats_periods, kept.watching_closely) == (plain.stats_periods,
+                                                                plain.watching_closely)
+        memories = kept.memory, plain.memory
+
+
+def test_unchanged_guest_keeps_its_view_and_remembered_record():
+    host, samples, policy = HOST, [sample('u0')], FixedPolicy({})
+    memo = planner.Memo()
+    first = planner.plan(host, samples, policy, {}, {}, MANAGING, memo)
+    second = planner.plan(host, samples, policy, {}, first.memory, MANAGING, memo)
+    third = planner.plan(host, samples, policy, {}, second.memory, MANAGING, memo)
+    assert third.views['u0'] is second.views['u0']
+    assert third.memory['u0'] is second.memory['u0']
+    moved = [dataclasses.replace(samples[0], stats=dataclasses.replace(
+        samples[0].stats, usable_kib=samples[0].stats.usable_kib - 1))]
+    fourth = planner.plan(host, moved, policy, {}, third.memory, MANAGING, memo)
+    assert fourth.views['u0'] is not third.views['u0']
+    assert fourth.views['u0'].usable_kib == third.views['u0'].usable_kib - 1
 
 
 def test_collector_paused_in_a_cycle_and_back_after_it():
