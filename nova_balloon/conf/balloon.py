@@ -240,7 +240,8 @@ Related options:
                help="""
 Adaptive policy: how slowly a guest's demand estimate falls back after a
 peak, in control cycles: the part of the estimate above the current demand
-halves every this many cycles. It rises to a new peak at once. Counted in
+halves every this many cycles. It rises to a new peak at once. The room kept
+for a guest's largest recent jump in demand halves every twice this many. Counted in
 cycles, not seconds, so that an agent that looks more often also forgets
 sooner, on the same number of observations.
 

@@ -16,7 +16,7 @@ has seen of it, fits the plan to the host, then paces the growth:
   jump again, and no reaction beats a jump: statistics show it late and a
   balloon deflates at a bounded rate. A guest wants its estimate plus half
   the largest jump it made between two looks, a memory that halves every
-  ``SURGE_HALF_LIFE_CYCLES`` cycles.
+  two demand half-lives.
 * **Signals beyond free memory**: a guest that swaps in, deflated its balloon
   on OOM, or has almost no free memory uses all it has plus what it reads
   back from swap per second, so that one step grows it by what it lacks.
@@ -61,9 +61,9 @@ SHORT_FREE_FRACTION = 0.02
 # How many cycles ahead the estimate follows a trend.
 TREND_LOOKAHEAD_CYCLES = 1
 # The share of a guest's largest recent jump in demand that it keeps free, and
-# how fast that jump is forgotten.
+# how many demand half-lives it takes to forget half of that jump.
 SURGE_SHARE = 0.5
-SURGE_HALF_LIFE_CYCLES = 100
+SURGE_HALF_LIVES = 2
 # A target above what the guest wants stays put while it keeps at least this
 # share of the guest's buffer.
 BAND_BELOW = 0.5
@@ -106,7 +106,7 @@ class Seen:
     rise_kib: int
     # The smaller of the last two rises when both were rises, else 0.
     trend_kib: int
-    # The largest rise, fading with SURGE_HALF_LIFE_CYCLES.
+    # The largest rise, fading by half every SURGE_HALF_LIVES demand half-lives.
     surge_kib: float
     swap_in_kib: int | None
 
@@ -143,33 +143,46 @@ def observe(guest: GuestView, before: Seen | None, decay: float, surge_decay: fl
     if before is None:
         return Seen(now, demand, demand, 0, 0, 0.0, guest.swap_in_kib)
     rise = demand - before.demand_kib
+    above = before.estimate_kib - demand
+    surge = before.surge_kib * surge_decay
     return Seen(now, demand,
-                estimate_kib=max(demand, demand + (before.estimate_kib - demand) * decay),
-                rise_kib=rise,
-                trend_kib=min(rise, before.rise_kib) if rise > 0 and before.rise_kib > 0 else 0,
-                surge_kib=max(rise, before.surge_kib * surge_decay),
-                swap_in_kib=guest.swap_in_kib)
+                demand + above * decay if above > 0 else demand,
+                rise,
+                (rise if rise < before.rise_kib else before.rise_kib)
+                if rise > 0 and before.rise_kib > 0 else 0,
+                rise if rise > surge else surge,
+                guest.swap_in_kib)
 
 
 def need_of(guest: GuestView, seen: Seen, buffer_fraction: float) -> Need:
     """The least a guest must have now (its demand) and what it wants: its
     estimate, a cycle ahead along a trend, plus the larger of the buffer and
     room for half its largest recent surge; both within its bounds."""
-    peak = max(seen.estimate_kib, seen.demand_kib + TREND_LOOKAHEAD_CYCLES * seen.trend_kib)
-    want = max(peak * (1 + buffer_fraction), peak + SURGE_SHARE * seen.surge_kib)
-    return Need(least_kib=int(min(guest.ceiling_kib, max(guest.floor_kib, seen.demand_kib))),
-                want_kib=int(min(guest.ceiling_kib, max(guest.floor_kib, want))),
-                demand_kib=seen.demand_kib)
+    demand, floor, ceiling = seen.demand_kib, guest.floor_kib, guest.ceiling_kib
+    peak = demand + TREND_LOOKAHEAD_CYCLES * seen.trend_kib
+    if seen.estimate_kib > peak:
+        peak = seen.estimate_kib
+    want = peak + max(peak * buffer_fraction, SURGE_SHARE * seen.surge_kib)
+    least = demand if demand > floor else floor
+    return Need(int(least if least < ceiling else ceiling),
+                int(ceiling if want >= ceiling else want if want > floor else floor),
+                demand)
 
 
-def growth_kib(guests: Sequence[GuestView], targets: Mapping[str, int]) -> int:
-    """Memory the guests may take on their way to these targets.
+def _steady(guest: GuestView, need: Need) -> int:
+    """The current target while it keeps half the buffer and the want is
+    above half-way between the floor and it (and within SMALLEST_SHRINK of
+    it); else the want.
 
-    A balloon is somewhere between its last reported size and its target, so
-    growth counts from the lower of the two: growth still under way, and a
-    stalled shrink taken back, use memory as much as new growth.
+    Growth for noise costs a balloon move now and a shrink later; a shrink
+    by a little costs a move for little memory.
     """
-    return sum(max(0, targets[g.uuid] - min(g.actual_kib, current_target(g))) for g in guests)
+    current = guest.target_kib if guest.target_kib is not None else guest.actual_kib
+    want = need.want_kib
+    if current < need.least_kib + BAND_BELOW * (want - need.least_kib):
+        return want
+    return current if current - want <= max(want - guest.floor_kib,
+                                            SMALLEST_SHRINK * guest.ceiling_kib) else want
 
 
 class AdaptivePolicy(Policy):
@@ -182,30 +195,35 @@ class AdaptivePolicy(Policy):
         self.host_critical_kib = min(self.host_reserve_kib,
                                      group.host_critical_free_mb * KIB_PER_MIB)
         self.decay = 0.5 ** (1 / group.demand_half_life_cycles)
-        self.surge_decay = 0.5 ** (1 / SURGE_HALF_LIFE_CYCLES)
+        self.surge_decay = self.decay ** (1 / SURGE_HALF_LIVES)
         self.idle_cost = 1 / (1 - group.idle_tax_percent / 100)
         self.limits = SafetyLimits.from_conf(group)
         self._seen: dict[str, Seen] = {}
 
     def propose(self, host: HostSnapshot, guests: Sequence[GuestView]) -> dict[str, int]:
         needs: dict[str, Need] = {}
+        planned: list[GuestView] = []
+        before = self._seen
         seen: dict[str, Seen] = {}
-        unplanned_kib = 0
+        # What the planned guests could hold if the host were full.
+        held_kib = host.available_kib
         for guest in guests:
+            uuid = guest.uuid
+            held_kib += guest.actual_kib
             if guest.usable_kib is None or not guest.stats_fresh or guest.unresponsive:
                 # The controller gives an unresponsive guest its ceiling.
-                unplanned_kib += guest.ceiling_kib if guest.unresponsive else \
+                held_kib -= guest.ceiling_kib if guest.unresponsive else \
                     max(guest.actual_kib, current_target(guest))
+                # A guest that is only stale for now keeps its history.
+                if uuid in before:
+                    seen[uuid] = before[uuid]
                 continue
-            seen[guest.uuid] = observe(guest, self._seen.get(guest.uuid), self.decay,
-                                       self.surge_decay, host.now)
-            needs[guest.uuid] = need_of(guest, seen[guest.uuid], self.buffer_fraction)
-        # A guest that is only stale for now keeps its history; a gone one loses it.
-        self._seen = {g.uuid: seen.get(g.uuid) or self._seen[g.uuid] for g in guests
-                      if g.uuid in seen or g.uuid in self._seen}
-        planned = [g for g in guests if g.uuid in needs]
-        # What the planned guests could hold if the host were full.
-        held_kib = host.available_kib + sum(g.actual_kib for g in guests) - unplanned_kib
+            look = observe(guest, before.get(uuid), self.decay, self.surge_decay, host.now)
+            seen[uuid] = look
+            needs[uuid] = need_of(guest, look, self.buffer_fraction)
+            planned.append(guest)
+        # A gone guest loses its history.
+        self._seen = seen
         targets = self._fit(planned, needs, held_kib)
         return self._pace(host, guests, planned, needs, targets)
 
@@ -220,7 +238,7 @@ class AdaptivePolicy(Policy):
         room = held_kib - self.host_reserve_kib
         wants = {u: n.want_kib for u, n in needs.items()}
         if sum(wants.values()) <= room:
-            steady = {g.uuid: self._steady(g, needs[g.uuid]) for g in planned}
+            steady = {g.uuid: _steady(g, needs[g.uuid]) for g in planned}
             return steady if sum(steady.values()) <= room else wants
         least = {u: n.least_kib for u, n in needs.items()}
         weights = {g.uuid: self._weight(g, needs[g.uuid]) for g in planned}
@@ -233,21 +251,6 @@ class AdaptivePolicy(Policy):
         extra = share_out(room - sum(least.values()),
                           {u: wants[u] - least[u] for u in needs}, weights)
         return {u: least[u] + extra[u] for u in needs}
-
-    @staticmethod
-    def _steady(guest: GuestView, need: Need) -> int:
-        """The current target while it keeps half the buffer and the want is
-        above half-way between the floor and it (and within SMALLEST_SHRINK of
-        it); else the want.
-
-        Growth for noise costs a balloon move now and a shrink later; a shrink
-        by a little costs a move for little memory.
-        """
-        current = current_target(guest)
-        low = need.least_kib + BAND_BELOW * (need.want_kib - need.least_kib)
-        high = need.want_kib + max(need.want_kib - guest.floor_kib,
-                                   SMALLEST_SHRINK * guest.ceiling_kib)
-        return current if low <= current <= high else need.want_kib
 
     def _weight(self, guest: GuestView, need: Need) -> float:
         """Shares per KiB wanted, idle KiB taxed (VMware's shares-per-page ratio)."""
@@ -266,7 +269,7 @@ class AdaptivePolicy(Policy):
         proposals = {g.uuid: targets.get(g.uuid, current_target(g)) for g in guests}
         free = host.available_kib - self.host_reserve_kib
         free_for_short = host.available_kib - self.host_critical_kib
-        if growth_kib(guests, self._applied(guests, proposals)) <= free:
+        if self._growth(guests, proposals) <= free:
             return {g.uuid: proposals[g.uuid] for g in planned}
         growing = {g.uuid: proposals[g.uuid] - current_target(g) for g in planned
                    if proposals[g.uuid] > current_target(g)}
@@ -274,7 +277,7 @@ class AdaptivePolicy(Policy):
         for guest in planned:
             if guest.uuid in growing:
                 proposals[guest.uuid] = current_target(guest)
-        committed = growth_kib(guests, self._applied(guests, proposals))
+        committed = self._growth(guests, proposals)
         urgent = share_out(free_for_short - committed,
                            {u: min(grow, max(0, needs[u].least_kib - proposals[u]))
                             for u, grow in growing.items()}, shares)
@@ -282,32 +285,40 @@ class AdaptivePolicy(Policy):
                          {u: growing[u] - urgent[u] for u in growing}, shares)
         for uuid in growing:
             proposals[uuid] += urgent[uuid] + more[uuid]
-        if growth_kib(guests, self._applied(guests, proposals)) > free_for_short:
+        if self._growth(guests, proposals) > free_for_short:
             # The safety rules still add growth (stalled shrinks): wait.
             for guest in planned:
                 if guest.uuid in growing:
                     proposals[guest.uuid] = current_target(guest)
         return {g.uuid: proposals[g.uuid] for g in planned}
 
-    def _applied(self, guests: Sequence[GuestView], proposals: dict[str, int]) -> dict[str, int]:
-        """The targets the safety rules will set for these proposals.
+    def _growth(self, guests: Sequence[GuestView], proposals: dict[str, int]) -> int:
+        """Memory the guests may take on their way to the targets the safety
+        rules will set for these proposals.
 
-        They keep a shrinking guest's use plus headroom, which can be more than
-        it has: such a shrink becomes growth, so it is changed into a hold.
+        A balloon is somewhere between its last reported size and its target,
+        so growth counts from the lower of the two: growth still under way,
+        and a stalled shrink taken back, use memory as much as new growth.
+        The rules keep a shrinking guest's use plus headroom, which can be
+        more than it has: such a shrink becomes growth, so the proposal is
+        changed into a hold.
         """
-        applied = {}
+        growth = 0
+        limits = self.limits
         for guest in guests:
-            current = current_target(guest)
+            actual = guest.actual_kib
+            current = guest.target_kib if guest.target_kib is not None else actual
             proposal = proposals[guest.uuid]
-            if proposal == current and guest.actual_kib <= current and \
-                    guest.unresponsive is None and \
+            if proposal == current and actual <= current and guest.unresponsive is None and \
                     guest.floor_kib <= current <= guest.ceiling_kib:
-                # What most guests get most cycles; the rules keep it as is.
-                applied[guest.uuid] = current
+                # What most guests get most cycles: the rules keep the target.
+                growth += current - actual
                 continue
-            target = guard_target(guest, proposal, self.limits)
+            target = guard_target(guest, proposal, limits)
             if target > max(proposal, current):
-                proposals[guest.uuid] = max(current, min(guest.actual_kib, target))
-                target = guard_target(guest, proposals[guest.uuid], self.limits)
-            applied[guest.uuid] = target
-        return applied
+                proposals[guest.uuid] = max(current, min(actual, target))
+                target = guard_target(guest, proposals[guest.uuid], limits)
+            low = actual if actual < current else current
+            if target > low:
+                growth += target - low
+        return growth

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +13,8 @@ from nova_balloon.conf import balloon
 from nova_balloon.model import GuestView, HostSnapshot
 from nova_balloon.policies import Policy
 from nova_balloon.policies.adaptive import AdaptivePolicy, Need, Seen, need_of, observe, share_out
+from nova_balloon.safety import guard
+from tests.unit.test_safety import guests as safety_guests
 
 MiB = 1024
 GiB = 1024 * MiB
@@ -107,6 +111,16 @@ def make_conf():
     yield make
     for conf, name in made:
         conf.clear_override(name, group='balloon')
+
+
+@pytest.fixture(scope='module')
+def make_conf_once() -> cfg.ConfigOpts:
+    """The default options, for Hypothesis tests (function fixtures are not reset
+    between their examples)."""
+    conf = cfg.ConfigOpts()
+    balloon.register_opts(conf)
+    conf([])
+    return conf
 
 
 def host(available: int = 32 * GiB, now: float = 100.0) -> HostSnapshot:
@@ -319,3 +333,33 @@ def test_history_survives_staleness_not_absence(make_conf):
     assert policy.propose(host(now=120), [using(1 * GiB)]) == {'u1': int(2 * GiB * 1.05)}
     policy.propose(host(now=130), [])
     assert policy.propose(host(now=140), [using(1 * GiB)]) == {'u1': int(1 * GiB * 1.05)}
+
+
+def reference_growth(policy: AdaptivePolicy, guests: list[GuestView],
+                     proposals: dict[str, int]) -> int:
+    """_growth's definition, spelled out: every guest through the safety
+    rules, a shrink they would turn into growth made a hold, then the growth
+    from the lower of each balloon's size and target."""
+    growth = 0
+    for g in guests:
+        current = g.target_kib if g.target_kib is not None else g.actual_kib
+        target = guard(g, proposals[g.uuid], policy.limits).target_kib
+        if target > max(proposals[g.uuid], current):
+            proposals[g.uuid] = max(current, min(g.actual_kib, target))
+            target = guard(g, proposals[g.uuid], policy.limits).target_kib
+        growth += max(0, target - min(g.actual_kib, current))
+    return growth
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(safety_guests(), min_size=1, max_size=5), st.data())
+def test_growth_is_what_the_safety_rules_make_of_the_proposals(make_conf_once, views, data):
+    views = [dataclasses.replace(v, uuid=f'u{i}') for i, v in enumerate(views)]
+    proposals = {}
+    for v in views:
+        current = v.target_kib if v.target_kib is not None else v.actual_kib
+        proposals[v.uuid] = data.draw(st.just(current) | st.integers(0, 2 * v.ceiling_kib))
+    policy = AdaptivePolicy(make_conf_once)
+    expected = dict(proposals)
+    assert policy._growth(views, proposals) == reference_growth(policy, views, expected)
+    assert proposals == expected
