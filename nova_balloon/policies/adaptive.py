@@ -24,9 +24,9 @@ has seen of it, fits the plan to the host, then paces the growth:
   ``[balloon] buffer_percent`` of it, within its flavor's bounds.
 * **No growth for noise, few and large shrinks**: a target below what the
   guest wants stays put while it keeps at least half of the buffer; one above
-  stays put until the want falls below half-way between the floor and the
-  target and by at least 2 % of the flavor RAM, and then goes down to the
-  want (each balloon move costs the guest
+  stays put until the want falls below two thirds of the target's height
+  above the floor and by at least 2 % of the flavor RAM, and then goes down
+  to the want (each balloon move costs the guest
   and the host, and the safety rules shrink a guest in bounded steps).
 * **Shares under contention, with an idle memory tax** (as VMware's): when the
   wants do not fit the host less ``[balloon] host_reserve_mb``, every guest
@@ -64,10 +64,14 @@ TREND_LOOKAHEAD_CYCLES = 1
 # how many demand half-lives it takes to forget half of that jump.
 SURGE_SHARE = 0.5
 SURGE_HALF_LIVES = 2
-# A target above what the guest wants stays put while it keeps at least this
+# A target below what the guest wants stays put while it keeps at least this
 # share of the guest's buffer.
 BAND_BELOW = 0.5
-# The least share of a guest's flavor RAM worth a shrink (a balloon move).
+# A target above what the guest wants stays put while the excess is at most
+# this share of the want's height above the floor ...
+BAND_ABOVE = 0.5
+# ... or less than this share of the guest's flavor RAM: the least worth a
+# shrink (a balloon move).
 SMALLEST_SHRINK = 0.02
 
 
@@ -171,8 +175,8 @@ def need_of(guest: GuestView, seen: Seen, buffer_fraction: float) -> Need:
 
 def _steady(guest: GuestView, need: Need) -> int:
     """The current target while it keeps half the buffer and the want is
-    above half-way between the floor and it (and within SMALLEST_SHRINK of
-    it); else the want.
+    at least two thirds of its height above the floor (BAND_ABOVE), or
+    within SMALLEST_SHRINK of it; else the want.
 
     Growth for noise costs a balloon move now and a shrink later; a shrink
     by a little costs a move for little memory.
@@ -181,7 +185,7 @@ def _steady(guest: GuestView, need: Need) -> int:
     want = need.want_kib
     if current < need.least_kib + BAND_BELOW * (want - need.least_kib):
         return want
-    return current if current - want <= max(want - guest.floor_kib,
+    return current if current - want <= max(BAND_ABOVE * (want - guest.floor_kib),
                                             SMALLEST_SHRINK * guest.ceiling_kib) else want
 
 

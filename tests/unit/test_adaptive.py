@@ -243,12 +243,12 @@ def test_moving_balloon_counts_at_the_larger_of_size_and_target():
 
 @pytest.mark.parametrize('target, proposed', [
     # Demand 2 GiB: least 2097152, want 2202009, buffer 104857: a target from
-    # 2097152 + 52428.5 up to half-way between the floor (1 GiB) and it, that
-    # is up to 2202009 + (2202009 - 1048576) = 3355442, stays; above it
+    # 2097152 + 52428.5 up to the want plus half its height above the 1 GiB
+    # floor, 2202009 + (2202009 - 1048576) / 2 = 2778725.5, stays; above it
     # shrinks to the want, below it grows to the want.
     (2149581, 2149581), (2202009, 2202009), (2149580, 2202009), (2202010, 2202010),
-    (3355442, 3355442), (3355443, 2202009)])
-def test_target_stays_while_it_keeps_half_the_buffer_and_the_want_is_above_half_way(
+    (2778725, 2778725), (2778726, 2202009)])
+def test_target_stays_while_it_keeps_half_the_buffer_and_is_not_far_above_the_want(
         make_conf, target, proposed):
     # No safety headroom, so that the safety rules pass every shrink.
     policy = AdaptivePolicy(make_conf(headroom_mb=0, headroom_percent=0.0))
