@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import Any, NamedTuple
 
 KIB_PER_MIB = 1024
 
@@ -153,9 +153,12 @@ def _note_text(note: Note) -> str:
     return note[0].format(*[a if isinstance(a, str) else mib(a) for a in note[1:]])
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one cycle for one guest: what to apply and why."""
+class Decision(NamedTuple):
+    """The outcome of one cycle for one guest: what to apply and why.
+
+    Immutable as the dataclasses here, but a tuple: every guest gets one each
+    cycle, and a tuple costs a third of what a frozen dataclass does to build.
+    """
 
     uuid: str
     name: str
@@ -163,7 +166,7 @@ class Decision:
     # The target to apply now (GROW/SHRINK), or the one kept (HOLD).
     target_kib: int | None
     # Why, formatted only when ``reason`` is read: every guest gets a decision
-    # each cycle (and the policy may try several), but few reasons are logged.
+    # each cycle, but few reasons are read.
     notes: tuple[Note, ...]
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from nova_balloon import flavor_policy
 from nova_balloon.model import (
@@ -88,9 +88,11 @@ class GuestMemory:
     unresponsive: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Classified:
-    """A guest's bounds and whether the agent manages it."""
+class Classified(NamedTuple):
+    """A guest's bounds and whether the agent manages it.
+
+    A tuple, as a Decision, for the same reason: one per guest per cycle.
+    """
 
     sample: GuestSample
     policy: FlavorPolicy | None
@@ -120,14 +122,15 @@ class Plan:
 Resolved = FlavorPolicy | flavor_policy.PolicyError
 
 
-def resolve_policy(extra_specs: Mapping[str, Any] | None,
-                   file_entry: Mapping[str, Any] | None, defaults: flavor_policy.PolicyDefaults,
-                   ceiling_kib: int) -> Resolved:
-    """``flavor_policy.resolve``, with the error returned rather than raised."""
+def bounds(extra_specs: Mapping[str, Any] | None, file_entry: Mapping[str, Any] | None,
+           defaults: flavor_policy.PolicyDefaults,
+           ceiling_kib: int) -> tuple[Resolved, int | None]:
+    """``flavor_policy.resolve`` (with the error returned rather than raised), and its floor."""
     try:
-        return flavor_policy.resolve(extra_specs, file_entry, defaults, ceiling_kib)
+        policy = flavor_policy.resolve(extra_specs, file_entry, defaults, ceiling_kib)
     except flavor_policy.PolicyError as exc:
-        return exc.with_traceback(None)
+        return exc.with_traceback(None), None
+    return policy, policy.floor_kib(ceiling_kib)
 
 
 class Memo:
@@ -142,26 +145,32 @@ class Memo:
     Views: most guests' figures do not change from one cycle to the next, and
     building a view (a frozen dataclass) costs several times more than
     comparing its fields, so a guest keeps last cycle's view while they match.
+
+    Decisions: the safety rules are a function of the view, the proposal and
+    the limits; a guest whose three are the same as last cycle gets the same
+    decision.
     """
 
     def __init__(self) -> None:
-        self._policies: dict[str, tuple[tuple[Any, ...], Resolved]] = {}
+        self._bounds: dict[str, tuple[tuple[Any, ...], tuple[Resolved, int | None]]] = {}
         self._views: dict[str, tuple[tuple[Any, ...], GuestView]] = {}
+        self._decisions: dict[str, tuple[GuestView, int | None, SafetyLimits, Decision]] = {}
 
-    def resolve(self, uuid: str, extra_specs: Mapping[str, Any] | None,
-                file_entry: Mapping[str, Any] | None, defaults: flavor_policy.PolicyDefaults,
-                ceiling_kib: int) -> Resolved:
-        cached = self._policies.get(uuid)
+    def bounds(self, uuid: str, extra_specs: Mapping[str, Any] | None,
+               file_entry: Mapping[str, Any] | None, defaults: flavor_policy.PolicyDefaults,
+               ceiling_kib: int) -> tuple[Resolved, int | None]:
+        """``bounds(...)`` of the guest, resolved again only when a source changed."""
+        cached = self._bounds.get(uuid)
         if cached is not None:
             (specs, specs_copy, entry, entry_copy, was_defaults, was_ceiling), result = cached
             if specs is extra_specs and entry is file_entry and specs_copy == extra_specs \
                     and entry_copy == file_entry and was_ceiling == ceiling_kib \
                     and (was_defaults is defaults or was_defaults == defaults):
                 return result
-        result = resolve_policy(extra_specs, file_entry, defaults, ceiling_kib)
+        result = bounds(extra_specs, file_entry, defaults, ceiling_kib)
         # Copies as well: a mapping changed in place is resolved again.
-        self._policies[uuid] = ((extra_specs, _copy(extra_specs), file_entry, _copy(file_entry),
-                                 defaults, ceiling_kib), result)
+        self._bounds[uuid] = ((extra_specs, _copy(extra_specs), file_entry, _copy(file_entry),
+                               defaults, ceiling_kib), result)
         return result
 
     def view(self, fields: tuple[Any, ...]) -> GuestView:
@@ -174,12 +183,27 @@ class Memo:
         self._views[uuid] = (fields, view)
         return view
 
+    def guard(self, view: GuestView, proposed_kib: int | None,
+              limits: SafetyLimits) -> Decision:
+        """``guard(view, proposed_kib, limits)``, last cycle's if made of the same."""
+        cached = self._decisions.get(view.uuid)
+        if cached is not None:
+            was_view, was_proposed, was_limits, decision = cached
+            if was_view is view and was_limits is limits and was_proposed == proposed_kib \
+                    and type(was_proposed) is type(proposed_kib):
+                return decision
+        decision = guard(view, proposed_kib, limits)
+        self._decisions[view.uuid] = (view, proposed_kib, limits, decision)
+        return decision
+
     def retain(self, uuids: Mapping[str, Any]) -> None:
         """Forget the guests that are gone (once more are kept than there are guests)."""
-        if len(self._policies) > len(uuids):
-            self._policies = {u: v for u, v in self._policies.items() if u in uuids}
+        if len(self._bounds) > len(uuids):
+            self._bounds = {u: v for u, v in self._bounds.items() if u in uuids}
         if len(self._views) > len(uuids):
             self._views = {u: v for u, v in self._views.items() if u in uuids}
+        if len(self._decisions) > len(uuids):
+            self._decisions = {u: v for u, v in self._decisions.items() if u in uuids}
 
 
 def _copy(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -193,36 +217,33 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
     ``memo`` saves resolving an unchanged guest's flavor policy every cycle.
     """
     facts = sample.facts
-
-    def ignored(reason: str, policy: FlavorPolicy | None = None) -> Classified:
-        floor = policy.floor_kib(facts.max_memory_kib) if policy else None
-        return Classified(sample, policy, floor, reason)
-
     if facts.unballoonable:
-        return ignored(facts.unballoonable)
+        return Classified(sample, None, None, facts.unballoonable)
     if sample.run_state is RunState.MIGRATING:
-        return ignored('migration in progress')
+        return Classified(sample, None, None, 'migration in progress')
     if sample.run_state is not RunState.RUNNING:
-        return ignored(f'not running ({sample.run_state.value})')
-    if facts.nova is None and not settings.manage_unmanaged_guests:
-        return ignored('no Nova metadata (see [balloon] manage_unmanaged_guests)')
-    flavor_name = facts.nova.flavor_name if facts.nova else None
-    extra_specs = facts.nova.extra_specs if facts.nova else None
+        return Classified(sample, None, None, f'not running ({sample.run_state.value})')
+    nova = facts.nova
+    if nova is None and not settings.manage_unmanaged_guests:
+        return Classified(sample, None, None,
+                          'no Nova metadata (see [balloon] manage_unmanaged_guests)')
+    flavor_name = nova.flavor_name if nova else None
+    extra_specs = nova.extra_specs if nova else None
     file_entry = policy_file.get(flavor_name) if flavor_name else None
     if memo is None:
-        policy = resolve_policy(extra_specs, file_entry, settings.defaults, facts.max_memory_kib)
+        policy, floor = bounds(extra_specs, file_entry, settings.defaults, facts.max_memory_kib)
     else:
-        policy = memo.resolve(facts.uuid, extra_specs, file_entry, settings.defaults,
-                              facts.max_memory_kib)
+        policy, floor = memo.bounds(facts.uuid, extra_specs, file_entry, settings.defaults,
+                                    facts.max_memory_kib)
     if isinstance(policy, flavor_policy.PolicyError):
         return Classified(sample, None, None, f'invalid flavor policy: {policy}',
                           misconfigured=True)
     if not policy.enabled:
-        return ignored(f'{flavor_policy.ENABLED}=false', policy)
-    floor = policy.floor_kib(facts.max_memory_kib)
+        return Classified(sample, policy, floor, f'{flavor_policy.ENABLED}=false')
+    assert floor is not None
     if floor >= facts.max_memory_kib:
-        return ignored(f'not reclaimable: floor equals flavor RAM (ratio '
-                       f'{policy.overcommit_ratio:g})', policy)
+        return Classified(sample, policy, floor, f'not reclaimable: floor equals flavor RAM '
+                                                 f'(ratio {policy.overcommit_ratio:g})')
     return Classified(sample, policy, floor, None)
 
 
@@ -313,7 +334,9 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
         remembered = memory.get(uuid)
         view = views.get(uuid)
         if view is not None:
-            decision = guard(view, proposals.get(uuid), limits)
+            proposed = proposals.get(uuid)
+            decision = guard(view, proposed, limits) if memo is None else \
+                memo.guard(view, proposed, limits)
         else:
             decision = _ignored_decision(item, remembered)
         decisions.append(decision)

@@ -32,41 +32,48 @@ DEFAULTS = PolicyDefaults(overcommit_ratio=2.0, min_memory_mb=256, shares=1000)
 def test_memo_resolves_once_while_sources_stay_the_same():
     memo = planner.Memo()
     specs = {OVERCOMMIT_RATIO: '4.0'}
-    first = memo.resolve('u1', specs, None, DEFAULTS, CEILING)
-    assert isinstance(first, FlavorPolicy) and first.overcommit_ratio == 4.0
-    assert memo.resolve('u1', specs, None, DEFAULTS, CEILING) is first
+    first = memo.bounds('u1', specs, None, DEFAULTS, CEILING)
+    assert isinstance(first[0], FlavorPolicy) and first[0].overcommit_ratio == 4.0
+    assert first[1] == CEILING // 4
+    assert memo.bounds('u1', specs, None, DEFAULTS, CEILING) is first
 
 
 def test_memo_resolves_again_when_a_source_changes():
     memo = planner.Memo()
     specs = {OVERCOMMIT_RATIO: '4.0'}
-    memo.resolve('u1', specs, None, DEFAULTS, CEILING)
+    memo.bounds('u1', specs, None, DEFAULTS, CEILING)
     specs[OVERCOMMIT_RATIO] = '3.0'  # changed in place
-    assert memo.resolve('u1', specs, None, DEFAULTS, CEILING).overcommit_ratio == 3.0
+    assert ratio(memo.bounds('u1', specs, None, DEFAULTS, CEILING)) == 3.0
     entry = {OVERCOMMIT_RATIO: 8}
-    assert memo.resolve('u1', {}, entry, DEFAULTS, CEILING).overcommit_ratio == 8.0
-    assert memo.resolve('u1', {}, {OVERCOMMIT_RATIO: 1.5}, DEFAULTS,
-                        CEILING).overcommit_ratio == 1.5
-    assert memo.resolve('u1', {}, None, DEFAULTS, CEILING).overcommit_ratio == 2.0
+    assert ratio(memo.bounds('u1', {}, entry, DEFAULTS, CEILING)) == 8.0
+    assert ratio(memo.bounds('u1', {}, {OVERCOMMIT_RATIO: 1.5}, DEFAULTS, CEILING)) == 1.5
+    assert ratio(memo.bounds('u1', {}, None, DEFAULTS, CEILING)) == 2.0
+
+
+def ratio(bounds: tuple[FlavorPolicy | PolicyError, int | None]) -> float:
+    policy, floor = bounds
+    assert isinstance(policy, FlavorPolicy) and floor == int(CEILING / policy.overcommit_ratio)
+    return policy.overcommit_ratio
 
 
 def test_memo_keeps_errors_and_forgets_gone_guests():
     memo = planner.Memo()
     specs = {OVERCOMMIT_RATIO: 'lots'}
-    error = memo.resolve('u1', specs, None, DEFAULTS, CEILING)
-    assert isinstance(error, PolicyError) and error.__traceback__ is None
-    assert memo.resolve('u1', specs, None, DEFAULTS, CEILING) is error
-    memo.resolve('u2', {}, None, DEFAULTS, CEILING)
+    error, floor = memo.bounds('u1', specs, None, DEFAULTS, CEILING)
+    assert isinstance(error, PolicyError) and error.__traceback__ is None and floor is None
+    assert memo.bounds('u1', specs, None, DEFAULTS, CEILING)[0] is error
+    memo.bounds('u2', {}, None, DEFAULTS, CEILING)
     memo.retain({'u2': None})
-    assert memo.resolve('u1', specs, None, DEFAULTS, CEILING) is not error
+    assert memo.bounds('u1', specs, None, DEFAULTS, CEILING)[0] is not error
 
 
-@settings(max_examples=150, deadline=None)
-@given(snapshots(), st.integers(1, 6), st.data())
-def test_a_memo_changes_no_plan(snapshot, cycles, data):
+@settings(max_examples=200, deadline=None)
+@given(snapshots(), st.integers(1, 6), st.booleans(), st.data())
+def test_a_memo_changes_no_plan(snapshot, cycles, adaptive, data):
     """The same cycles planned with and without a memo: the same plans.
 
-    Between cycles some guests' statistics age or change, others stay as they were.
+    Between cycles some guests' statistics age or change, others stay as they
+    were; the proposals come from the default policy or change at random.
     """
     host, samples, memory = snapshot
     memo = planner.Memo()
@@ -80,6 +87,11 @@ def test_a_memo_changes_no_plan(snapshot, cycles, data):
                     actual_kib=data.draw(st.integers(0, s.facts.max_memory_kib)),
                     usable_kib=data.draw(st.integers(0, s.facts.max_memory_kib))))]))
                 for s in samples]
+        if not adaptive:
+            proposals = data.draw(st.dictionaries(
+                st.sampled_from([s.facts.uuid for s in samples]),
+                st.integers(0, 16 * 1024 * 1024) | st.sampled_from([2**20, 2**21, 2**22])))
+            policies = FixedPolicy(proposals), FixedPolicy(proposals)
         now = dataclasses.replace(host, now=host.now + n)
         kept = planner.plan(now, samples, policies[0], {}, memories[0], SETTINGS, memo)
         plain = planner.plan(now, samples, policies[1], {}, memories[1], SETTINGS)
@@ -104,6 +116,25 @@ def test_unchanged_guest_keeps_its_view_and_remembered_record():
     fourth = planner.plan(host, moved, policy, {}, third.memory, MANAGING, memo)
     assert fourth.views['u0'] is not third.views['u0']
     assert fourth.views['u0'].usable_kib == third.views['u0'].usable_kib - 1
+
+
+def test_same_view_new_proposal_new_decision():
+    host, samples = HOST, [sample('u0')]
+    memo = planner.Memo()
+    memory: dict[str, planner.GuestMemory] = {}
+    for _ in range(3):
+        held = planner.plan(host, samples, FixedPolicy({'u0': 4 * GiB}), {}, memory, MANAGING,
+                            memo)
+        memory = held.memory
+    proposed = planner.plan(host, samples, FixedPolicy({'u0': 3 * GiB}), {}, memory,
+                            MANAGING, memo)
+    assert proposed.views['u0'] is held.views['u0']
+    assert proposed.decisions != held.decisions
+    assert proposed.decisions == planner.plan(host, samples, FixedPolicy({'u0': 3 * GiB}), {},
+                                              memory, MANAGING).decisions
+    again = planner.plan(host, samples, FixedPolicy({'u0': 3 * GiB}), {}, memory, MANAGING,
+                         memo)
+    assert again.decisions[0] is proposed.decisions[0]
 
 
 def test_collector_paused_in_a_cycle_and_back_after_it():
