@@ -68,9 +68,11 @@ class RunState(enum.Enum):
     OTHER = 'other'
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class GuestSample:
-    """What a driver observed of one guest in one collection."""
+class GuestSample(NamedTuple):
+    """What a driver observed of one guest in one collection.
+
+    A tuple, as a Decision (below), for the same reason: one per guest per cycle.
+    """
 
     facts: GuestFacts
     stats: BalloonStats

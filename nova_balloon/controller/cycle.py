@@ -116,9 +116,20 @@ class Controller:
                                                                       dict[str, str]]:
         applied: dict[str, int] = {}
         errors: dict[str, str] = {}
+        holds_logged = LOG.isEnabledFor(logging.DEBUG)
         for decision in plan.decisions:
+            if decision.action is Action.IGNORE:
+                self._log_ignored(decision, plan)
+                continue
+            if self._ignore_reasons:
+                self._ignore_reasons.pop(decision.uuid, None)
+            if decision.action is Action.HOLD:
+                # Most guests hold: not even a call for a line not logged.
+                if holds_logged:
+                    self._log(decision, plan, host)
+                continue
             self._log(decision, plan, host)
-            if decision.action not in (Action.GROW, Action.SHRINK) or self.dry_run:
+            if self.dry_run:
                 continue
             assert decision.target_kib is not None
             try:
@@ -142,20 +153,18 @@ class Controller:
                      mib(host.available_kib))
         self._host_critical = plan.host_critical
 
+    def _log_ignored(self, decision: Decision, plan: planner.Plan) -> None:
+        """Once per reason: a guest stays ignored cycle after cycle."""
+        if self._ignore_reasons.get(decision.uuid) != decision.reason:
+            item = plan.classified[decision.uuid]
+            instance = item.sample.facts.nova.instance_name if item.sample.facts.nova \
+                else None
+            log = LOG.warning if item.misconfigured else LOG.info
+            log('Guest %s (%s%s) not managed: %s', decision.name, decision.uuid,
+                f', instance {instance}' if instance else '', decision.reason)
+        self._ignore_reasons[decision.uuid] = decision.reason
+
     def _log(self, decision: Decision, plan: planner.Plan, host: HostSnapshot) -> None:
-        if decision.action is Action.IGNORE:
-            if self._ignore_reasons.get(decision.uuid) != decision.reason:
-                item = plan.classified[decision.uuid]
-                instance = item.sample.facts.nova.instance_name if item.sample.facts.nova \
-                    else None
-                log = LOG.warning if item.misconfigured else LOG.info
-                log('Guest %s (%s%s) not managed: %s', decision.name, decision.uuid,
-                    f', instance {instance}' if instance else '', decision.reason)
-            self._ignore_reasons[decision.uuid] = decision.reason
-            return
-        self._ignore_reasons.pop(decision.uuid, None)
-        if decision.action is Action.HOLD and not LOG.isEnabledFor(logging.DEBUG):
-            return  # Most guests hold: not even the figures of a line not logged.
         view = plan.views.get(decision.uuid)
         figures = ''
         if view is not None:

@@ -82,8 +82,8 @@ def test_a_memo_changes_no_plan(snapshot, cycles, adaptive, data):
     for n in range(cycles):
         if n:
             samples = [data.draw(st.sampled_from([
-                s, dataclasses.replace(s, stats_age_s=(s.stats_age_s or 0) + 1),
-                dataclasses.replace(s, stats=BalloonStats(
+                s, s._replace(stats_age_s=(s.stats_age_s or 0) + 1),
+                s._replace(stats=BalloonStats(
                     actual_kib=data.draw(st.integers(0, s.facts.max_memory_kib)),
                     usable_kib=data.draw(st.integers(0, s.facts.max_memory_kib))))]))
                 for s in samples]
@@ -111,7 +111,7 @@ def test_unchanged_guest_keeps_its_view_and_remembered_record():
     third = planner.plan(host, samples, policy, {}, second.memory, MANAGING, memo)
     assert third.views['u0'] is second.views['u0']
     assert third.memory['u0'] is second.memory['u0']
-    moved = [dataclasses.replace(samples[0], stats=dataclasses.replace(
+    moved = [samples[0]._replace(stats=dataclasses.replace(
         samples[0].stats, usable_kib=samples[0].stats.usable_kib - 1))]
     fourth = planner.plan(host, moved, policy, {}, third.memory, MANAGING, memo)
     assert fourth.views['u0'] is not third.views['u0']
