@@ -330,6 +330,7 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
             max_shrink_percent=min(100.0, limits.max_shrink_percent * CRITICAL_SHRINK_FACTOR))
     decisions = []
     new_memory = {}
+    periods = {}
     for uuid, item in classified.items():
         remembered = memory.get(uuid)
         view = views.get(uuid)
@@ -337,12 +338,11 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
             proposed = proposals.get(uuid)
             decision = guard(view, proposed, limits) if memo is None else \
                 memo.guard(view, proposed, limits)
+            periods[uuid] = stats_period_for(view, item.sample.facts.stats_period_s, settings)
         else:
             decision = _ignored_decision(item, remembered)
         decisions.append(decision)
         new_memory[uuid] = _remember(item, remembered, decision, view, settings, host.now)
-    periods = {uuid: stats_period_for(view, classified[uuid].sample.facts.stats_period_s,
-                                      settings) for uuid, view in views.items()}
     closely = any(p < settings.stats_period_s for p in periods.values())
     return Plan(decisions, classified, views, new_memory, critical, periods, closely)
 
