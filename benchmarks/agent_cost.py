@@ -5,7 +5,8 @@ Implements the shared spec ``agent-cost.md``:
 1. Simulated host, N guests (the simulated hypervisor of the control-quality
    benchmark, behind the same driver interface as libvirt): the wall time of
    ``Controller.run_cycle`` (collect, decide, guard, act), 50 cycles after 5
-   warm-up ones, about 10 % of guests getting a new target per cycle; peak RSS
+   warm-up ones, guests' demand changing so that as many get a new target per
+   cycle as the default policy gives (the spec asks for about 10 %); peak RSS
    of the process. Each N runs in a fresh child process so RSS is its own.
 2. Real libvirt, K real QEMU guests (TCG, named nbcost-*, which use and
    free memory at random): one cycle of the real ``LibvirtDriver`` against
@@ -68,9 +69,12 @@ SIM_FLAVORS_MIB = (2048, 4096, 8192, 16384)
 SIM_RATIO = '4.0'
 SIM_DEMAND = (0.10, 0.40)
 SIM_HOST_FRACTION = 0.6
-# Share of guests whose demand jumps to a new level each cycle; chosen so that
-# about 10 % of guests get a new target per cycle (the table shows the share).
-SIM_CHANGE_FRACTION = 0.04
+# Share of guests whose demand jumps to a new level each cycle. The spec asks
+# for about 10 % of guests getting a new target per cycle (the table shows the
+# share); the default policy keeps room for a guest's recent surges and shrinks
+# seldom, so that without host pressure the share tops out near 6 %, reached
+# from here on (0.04 gave 4 %; 0.25 and more give no more).
+SIM_CHANGE_FRACTION = 0.16
 # The control-quality benchmark's timing: stats refresh at t = 0, 10, 20 s,
 # the controller runs at t = 5, 15, 25 s.
 SIM_INTERVAL_S = 10
