@@ -44,14 +44,17 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[BalloonAgent]:
     """A started agent that has run its first cycle and then waits an hour."""
+    # A config file, as the agent reads (an override would change the option
+    # groups that every ConfigOpts of the process shares).
+    config = tmp_path / 'agent.conf'
+    config.write_text(f'[libvirt]\nconnection_uri = qemu+unix:///system?socket='
+                      f'{tmp_path / "no-libvirtd"}\n'
+                      f'[balloon]\ninterval = 3600\nstate_file = {tmp_path / "state.json"}\n')
     conf = cfg.ConfigOpts()
     balloon.register_opts(conf)
     libvirt.register_opts(conf)
-    conf([], project='nova-balloon', default_config_files=[], default_config_dirs=[])
-    conf.set_override('interval', 3600, group='balloon')
-    conf.set_override('state_file', str(tmp_path / 'state.json'), group='balloon')
-    conf.set_override('connection_uri',
-                      f'qemu+unix:///system?socket={tmp_path / "no-libvirtd"}', group='libvirt')
+    conf(['--config-file', str(config)], project='nova-balloon', default_config_files=[],
+         default_config_dirs=[])
     # The agent adopts this target from its last state, as after a restart.
     state.write(conf.balloon.state_file,
                 {'memory': {UUID: {'target_kib': TARGET, 'shrunk': True}}})
