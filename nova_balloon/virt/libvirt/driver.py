@@ -19,7 +19,6 @@ import libvirt
 from oslo_log import log as logging
 
 from nova_balloon.model import BalloonStats, GuestFacts, GuestSample, RunState
-from nova_balloon.virt import host as host_memory
 from nova_balloon.virt.driver import (
     Collection,
     DriverUnavailable,
@@ -27,6 +26,7 @@ from nova_balloon.virt.driver import (
     GuestBusy,
     GuestGone,
 )
+from nova_balloon.virt.host import MeminfoReader
 from nova_balloon.virt.libvirt.domain_xml import DomainXMLError, parse_domain_xml
 
 LOG = logging.getLogger(__name__)
@@ -74,16 +74,15 @@ def _run_state(state: int | None, reason: int | None) -> RunState:
     return RunState.OTHER
 
 
-def _stats(record: dict[str, Any]) -> BalloonStats:
-    def get(key: str) -> int | None:
-        value = record.get(key)
-        return value if isinstance(value, int) else None
+# BalloonStats' fields, in their order.
+_STATS_KEYS = ('balloon.current', 'balloon.usable', 'balloon.unused', 'balloon.available',
+               'balloon.swap_in', 'balloon.major_fault', 'balloon.last-update')
 
-    return BalloonStats(
-        actual_kib=get('balloon.current'), usable_kib=get('balloon.usable'),
-        unused_kib=get('balloon.unused'), available_kib=get('balloon.available'),
-        swap_in_kib=get('balloon.swap_in'), major_faults=get('balloon.major_fault'),
-        last_update=get('balloon.last-update'))
+
+def _stats(record: dict[str, Any]) -> BalloonStats:
+    get = record.get
+    return BalloonStats._make([value if isinstance(value := get(key), int) else None
+                               for key in _STATS_KEYS])
 
 
 class LibvirtDriver:
@@ -95,7 +94,7 @@ class LibvirtDriver:
         self.uri = uri or DEFAULT_URI
         self.read_only = read_only
         self.wall_clock = wall_clock
-        self.meminfo_path = meminfo_path
+        self.host_memory = MeminfoReader(meminfo_path)
         self._lock = threading.Lock()
         self._conn: libvirt.virConnect | None = None
         self._next_attempt = 0.0
@@ -215,7 +214,7 @@ class LibvirtDriver:
         with self._lock:
             for uuid in set(self._facts) - set(domains):
                 del self._facts[uuid]
-        total_kib, available_kib = host_memory.read_meminfo(self.meminfo_path)
+        total_kib, available_kib = self.host_memory.read()
         return Collection(total_kib, available_kib, samples)
 
     def _facts_of(self, dom: libvirt.virDomain, uuid: str,
