@@ -43,13 +43,13 @@ class GuestFacts:
     stats_period_s: int | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class BalloonStats:
+class BalloonStats(NamedTuple):
     """One guest's balloon statistics as libvirt reports them.
 
     libvirt's names are a trap: ``usable`` is the guest's MemAvailable,
     ``available`` its MemTotal, ``actual`` the balloon size. The guest writes
-    all of these itself, so none of them is trusted blindly.
+    all of these itself, so none of them is trusted blindly. A tuple, as a
+    Decision (below), for the same reason: one per guest per collection.
     """
 
     actual_kib: int | None = None
@@ -109,9 +109,11 @@ class FlavorPolicy:
         return min(ceiling_kib, max(by_ratio, self.min_memory_mb * KIB_PER_MIB))
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class GuestView:
-    """A managed guest as a policy sees it: bounds, balloon and validated stats."""
+class GuestView(NamedTuple):
+    """A managed guest as a policy sees it: bounds, balloon and validated stats.
+
+    A tuple, as a Decision (below), for the same reason: one per guest per cycle.
+    """
 
     uuid: str
     name: str

@@ -105,8 +105,8 @@ class Controller:
         for uuid in not_applied:
             # The guest keeps the target the agent remembered before.
             before = previous.get(uuid)
-            self.memory[uuid] = dataclasses.replace(
-                self.memory[uuid], target_kib=before.target_kib if before else None,
+            self.memory[uuid] = self.memory[uuid]._replace(
+                target_kib=before.target_kib if before else None,
                 shrunk=before.shrunk if before else False,
                 target_set_at=before.target_set_at if before else None)
         self._set_stats_periods(plan)
@@ -185,8 +185,6 @@ class Controller:
         """Guests short of free memory are polled often, the others seldom."""
         for uuid, period in plan.stats_periods.items():
             facts = plan.classified[uuid].sample.facts
-            if facts.stats_period_s == period:
-                continue
             if self.dry_run:
                 if uuid not in self._periods_logged:
                     LOG.info('DRY RUN, not applied: guest %s (%s): would set the balloon '

@@ -71,9 +71,11 @@ class Settings:
             fast_free_kib=group.fast_free_mb * KIB_PER_MIB)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class GuestMemory:
-    """What the agent remembers of a guest from one cycle to the next."""
+class GuestMemory(NamedTuple):
+    """What the agent remembers of a guest from one cycle to the next.
+
+    A tuple, as a Decision, for the same reason: one per guest per cycle.
+    """
 
     target_kib: int | None
     actual_kib: int | None
@@ -113,7 +115,7 @@ class Plan:
     views: dict[str, GuestView]
     memory: dict[str, GuestMemory]
     host_critical: bool = False
-    # The stats period each managed guest should have.
+    # The stats period to set, for the managed guests whose period must change.
     stats_periods: dict[str, int] = dataclasses.field(default_factory=dict)
     # Some guest is short of free memory: cycle at the fast stats period.
     watching_closely: bool = False
@@ -142,9 +144,9 @@ class Memo:
     policy is resolved again only when one of its sources is another object
     or no longer equal.
 
-    Views: most guests' figures do not change from one cycle to the next, and
-    building a view (a frozen dataclass) costs several times more than
-    comparing its fields, so a guest keeps last cycle's view while they match.
+    Views: most guests' figures do not change from one cycle to the next, so
+    a guest keeps last cycle's view (the same object) while they match, and
+    with it the decision below.
 
     Decisions: the safety rules are a function of the view, the proposal and
     the limits; a guest whose three are the same as last cycle gets the same
@@ -153,7 +155,7 @@ class Memo:
 
     def __init__(self) -> None:
         self._bounds: dict[str, tuple[tuple[Any, ...], tuple[Resolved, int | None]]] = {}
-        self._views: dict[str, tuple[tuple[Any, ...], GuestView]] = {}
+        self._views: dict[str, GuestView] = {}
         self._decisions: dict[str, tuple[GuestView, int | None, SafetyLimits, Decision]] = {}
 
     def bounds(self, uuid: str, extra_specs: Mapping[str, Any] | None,
@@ -177,10 +179,9 @@ class Memo:
         """``GuestView(*fields)``: last cycle's view of the guest if it had these fields."""
         uuid = fields[0]
         cached = self._views.get(uuid)
-        if cached is not None and cached[0] == fields:
-            return cached[1]
-        view = GuestView(*fields)
-        self._views[uuid] = (fields, view)
+        if cached is not None and cached == fields:
+            return cached
+        view = self._views[uuid] = GuestView._make(fields)
         return view
 
     def guard(self, view: GuestView, proposed_kib: int | None,
@@ -279,10 +280,15 @@ def _unresponsive(sample: GuestSample, actual: int, memory: GuestMemory | None,
     if memory is not None and memory.unresponsive_until is not None and \
             now < memory.unresponsive_until:
         return memory.unresponsive
+    target = memory.target_kib if memory else None
+    age = sample.stats_age_s
+    if age is not None and age <= settings.unresponsive_after_s and (
+            target is None or abs(actual - target) <= SETTLE_TOLERANCE_KIB):
+        return None  # What most guests are most cycles, without the call.
     return unresponsive_reason(
-        now=now, actual_kib=actual, target_kib=memory.target_kib if memory else None,
+        now=now, actual_kib=actual, target_kib=target,
         target_set_at=memory.target_set_at if memory else None, actual_since=since,
-        stats_age_s=sample.stats_age_s, after_s=settings.unresponsive_after_s)
+        stats_age_s=age, after_s=settings.unresponsive_after_s)
 
 
 def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,
@@ -315,11 +321,15 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
          policy_file: Mapping[str, Mapping[str, Any]],
          memory: Mapping[str, GuestMemory], settings: Settings,
          memo: Memo | None = None) -> Plan:
-    classified = {s.facts.uuid: classify(s, policy_file, settings, memo) for s in samples}
+    classified: dict[str, Classified] = {}
+    views: dict[str, GuestView] = {}
+    for sample in samples:
+        uuid = sample.facts.uuid
+        item = classified[uuid] = classify(sample, policy_file, settings, memo)
+        if item.ignore_reason is None:
+            views[uuid] = make_view(item, memory.get(uuid), settings, host.now, memo)
     if memo is not None:
         memo.retain(classified)
-    views = {u: make_view(c, memory.get(u), settings, host.now, memo)
-             for u, c in classified.items() if c.ignore_reason is None}
     proposals = policy.propose(host, list(views.values())) if views else {}
 
     critical = host.available_kib < settings.host_critical_kib
@@ -331,6 +341,7 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
     decisions = []
     new_memory = {}
     periods = {}
+    closely = False
     for uuid, item in classified.items():
         remembered = memory.get(uuid)
         view = views.get(uuid)
@@ -338,12 +349,16 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
             proposed = proposals.get(uuid)
             decision = guard(view, proposed, limits) if memo is None else \
                 memo.guard(view, proposed, limits)
-            periods[uuid] = stats_period_for(view, item.sample.facts.stats_period_s, settings)
+            current_period = item.sample.facts.stats_period_s
+            period = stats_period_for(view, current_period, settings)
+            if period != current_period:
+                periods[uuid] = period
+            if period < settings.stats_period_s:
+                closely = True
         else:
             decision = _ignored_decision(item, remembered)
         decisions.append(decision)
         new_memory[uuid] = _remember(item, remembered, decision, view, settings, host.now)
-    closely = any(p < settings.stats_period_s for p in periods.values())
     return Plan(decisions, classified, views, new_memory, critical, periods, closely)
 
 
@@ -380,13 +395,10 @@ def _remember(item: Classified, remembered: GuestMemory | None, decision: Decisi
     actual = item.sample.stats.actual_kib
     since = actual_since(item.sample, remembered, now)
     set_at = now if changed else (remembered.target_set_at if remembered else None)
-    if remembered is not None and (target, actual, shrunk, since, set_at, until, reason) == (
-            remembered.target_kib, remembered.actual_kib, remembered.shrunk,
-            remembered.actual_since, remembered.target_set_at, remembered.unresponsive_until,
-            remembered.unresponsive):
+    fields = (target, actual, shrunk, since, set_at, until, reason)  # GuestMemory's order
+    if remembered is not None and remembered == fields:
         return remembered
-    return GuestMemory(target_kib=target, actual_kib=actual, shrunk=shrunk, actual_since=since,
-                       target_set_at=set_at, unresponsive_until=until, unresponsive=reason)
+    return GuestMemory._make(fields)
 
 
 def _ignored_decision(item: Classified, remembered: GuestMemory | None) -> Decision:

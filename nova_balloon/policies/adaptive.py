@@ -46,8 +46,8 @@ Memory no guest needs stays free on the host.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from oslo_config import cfg
 
@@ -99,9 +99,11 @@ def share_out(budget: int, wants: Mapping[str, int],
     return given
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Seen:
-    """What the policy remembers of a guest from its last look."""
+class Seen(NamedTuple):
+    """What the policy remembers of a guest from its last look.
+
+    A tuple, as a Decision, for the same reason: one per guest per cycle.
+    """
 
     seen_at: float
     demand_kib: int
@@ -115,8 +117,7 @@ class Seen:
     swap_in_kib: int | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Need:
+class Need(NamedTuple):
     """A guest's plan: the least it must have now, and what it would like."""
 
     least_kib: int
@@ -206,6 +207,8 @@ class AdaptivePolicy(Policy):
 
     def propose(self, host: HostSnapshot, guests: Sequence[GuestView]) -> dict[str, int]:
         needs: dict[str, Need] = {}
+        # Each planned guest's target when the host has room for every want.
+        steady: dict[str, int] = {}
         planned: list[GuestView] = []
         before = self._seen
         seen: dict[str, Seen] = {}
@@ -224,15 +227,16 @@ class AdaptivePolicy(Policy):
                 continue
             look = observe(guest, before.get(uuid), self.decay, self.surge_decay, host.now)
             seen[uuid] = look
-            needs[uuid] = need_of(guest, look, self.buffer_fraction)
+            need = needs[uuid] = need_of(guest, look, self.buffer_fraction)
+            steady[uuid] = _steady(guest, need)
             planned.append(guest)
         # A gone guest loses its history.
         self._seen = seen
-        targets = self._fit(planned, needs, held_kib)
+        targets = self._fit(planned, needs, steady, held_kib)
         return self._pace(host, guests, planned, needs, targets)
 
     def _fit(self, planned: Sequence[GuestView], needs: Mapping[str, Need],
-             held_kib: int) -> dict[str, int]:
+             steady: dict[str, int], held_kib: int) -> dict[str, int]:
         """Targets for the planned guests that the host can hold.
 
         Wants fit in what the host has less its reserve; beyond that, each
@@ -242,7 +246,6 @@ class AdaptivePolicy(Policy):
         room = held_kib - self.host_reserve_kib
         wants = {u: n.want_kib for u, n in needs.items()}
         if sum(wants.values()) <= room:
-            steady = {g.uuid: _steady(g, needs[g.uuid]) for g in planned}
             return steady if sum(steady.values()) <= room else wants
         least = {u: n.least_kib for u, n in needs.items()}
         weights = {g.uuid: self._weight(g, needs[g.uuid]) for g in planned}
@@ -270,10 +273,15 @@ class AdaptivePolicy(Policy):
         Short guests grow first, into the reserve if need be (down to the
         host's critical level); buffers only out of what is free beyond it.
         """
-        proposals = {g.uuid: targets.get(g.uuid, current_target(g)) for g in guests}
+        proposals = dict(targets)
+        for guest in guests:
+            if guest.uuid not in proposals:  # Not planned: it keeps its target.
+                proposals[guest.uuid] = current_target(guest)
         free = host.available_kib - self.host_reserve_kib
         free_for_short = host.available_kib - self.host_critical_kib
         if self._growth(guests, proposals) <= free:
+            if len(planned) == len(guests):
+                return proposals
             return {g.uuid: proposals[g.uuid] for g in planned}
         growing = {g.uuid: proposals[g.uuid] - current_target(g) for g in planned
                    if proposals[g.uuid] > current_target(g)}

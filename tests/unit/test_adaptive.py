@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -354,7 +352,7 @@ def reference_growth(policy: AdaptivePolicy, guests: list[GuestView],
 @settings(max_examples=300, deadline=None)
 @given(st.lists(safety_guests(), min_size=1, max_size=5), st.data())
 def test_growth_is_what_the_safety_rules_make_of_the_proposals(make_conf_once, views, data):
-    views = [dataclasses.replace(v, uuid=f'u{i}') for i, v in enumerate(views)]
+    views = [v._replace(uuid=f'u{i}') for i, v in enumerate(views)]
     proposals = {}
     for v in views:
         current = v.target_kib if v.target_kib is not None else v.actual_kib

@@ -111,8 +111,8 @@ def test_unchanged_guest_keeps_its_view_and_remembered_record():
     third = planner.plan(host, samples, policy, {}, second.memory, MANAGING, memo)
     assert third.views['u0'] is second.views['u0']
     assert third.memory['u0'] is second.memory['u0']
-    moved = [samples[0]._replace(stats=dataclasses.replace(
-        samples[0].stats, usable_kib=samples[0].stats.usable_kib - 1))]
+    moved = [samples[0]._replace(stats=samples[0].stats._replace(
+        usable_kib=samples[0].stats.usable_kib - 1))]
     fourth = planner.plan(host, moved, policy, {}, third.memory, MANAGING, memo)
     assert fourth.views['u0'] is not third.views['u0']
     assert fourth.views['u0'].usable_kib == third.views['u0'].usable_kib - 1

@@ -86,7 +86,7 @@ def test_no_proposal_no_target_holds_actual():
     dict(deflated_on_oom=True),
 ])
 def test_blocked_shrink_keeps_actual(blocker):
-    guest = dataclasses.replace(view(actual=3 * GiB, usable=2 * GiB), **blocker)
+    guest = view(actual=3 * GiB, usable=2 * GiB)._replace(**blocker)
     d = guard(guest, 2 * GiB, LOOSE)
     assert d.action is Action.HOLD
     assert d.target_kib == 3 * GiB
@@ -100,8 +100,7 @@ def test_blocked_shrink_keeps_actual(blocker):
 ])
 def test_blocked_shrink_while_balloon_moving_freezes_at_actual(blocker):
     """Target 2 GiB, balloon at 3 GiB: a blocked guest is grown to what it has."""
-    guest = dataclasses.replace(view(actual=3 * GiB, usable=2 * GiB, target=2 * GiB),
-                                **blocker)
+    guest = view(actual=3 * GiB, usable=2 * GiB, target=2 * GiB)._replace(**blocker)
     d = guard(guest, 1 * GiB, LIMITS)
     assert (d.action, d.target_kib) == (Action.GROW, 3 * GiB)
 
