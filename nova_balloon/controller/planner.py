@@ -280,15 +280,10 @@ def _unresponsive(sample: GuestSample, actual: int, memory: GuestMemory | None,
     if memory is not None and memory.unresponsive_until is not None and \
             now < memory.unresponsive_until:
         return memory.unresponsive
-    target = memory.target_kib if memory else None
-    age = sample.stats_age_s
-    if age is not None and age <= settings.unresponsive_after_s and (
-            target is None or abs(actual - target) <= SETTLE_TOLERANCE_KIB):
-        return None  # What most guests are most cycles, without the call.
     return unresponsive_reason(
-        now=now, actual_kib=actual, target_kib=target,
+        now=now, actual_kib=actual, target_kib=memory.target_kib if memory else None,
         target_set_at=memory.target_set_at if memory else None, actual_since=since,
-        stats_age_s=age, after_s=settings.unresponsive_after_s)
+        stats_age_s=sample.stats_age_s, after_s=settings.unresponsive_after_s)
 
 
 def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,

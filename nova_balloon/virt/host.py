@@ -15,12 +15,10 @@ def parse_meminfo(text: bytes, path: str) -> tuple[int, int]:
     for field in _FIELDS:
         start = text.find(field)
         end = text.find(b'\n', start)
-        try:
-            if start < 0:
-                raise ValueError
-            values.append(int(text[start + len(field):end if end >= 0 else None].split()[0]))
-        except (ValueError, IndexError):
-            raise ValueError(f'{path}: no {field.decode()[:-1]} figure') from None
+        words = text[start + len(field):end if end >= 0 else None].split() if start >= 0 else []
+        if not words or not words[0].isdigit():
+            raise ValueError(f'{path}: no {field.decode()[:-1]} figure')
+        values.append(int(words[0]))
     return values[0], values[1]
 
 
