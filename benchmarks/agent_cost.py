@@ -55,7 +55,7 @@ from nova_balloon import flavor_policy, policies  # noqa: E402
 from nova_balloon.agent import state  # noqa: E402
 from nova_balloon.conf import balloon  # noqa: E402
 from nova_balloon.controller import planner  # noqa: E402
-from nova_balloon.controller.cycle import Controller, CycleReport  # noqa: E402
+from nova_balloon.controller.cycle import Controller, CycleReport, tune_collector  # noqa: E402
 from nova_balloon.model import KIB_PER_MIB, GuestFacts, NovaMetadata  # noqa: E402
 from nova_balloon.virt.driver import Collection, Driver  # noqa: E402
 
@@ -116,7 +116,8 @@ def agent_conf(overrides: dict[str, Any], log_file: str | None) -> cfg.ConfigOpt
 
 def make_controller(driver: Driver, conf: cfg.ConfigOpts,
                     clock: Callable[[], float] = time.monotonic) -> Controller:
-    """The controller as BalloonAgent builds it."""
+    """The controller as BalloonAgent builds it, in a process tuned as the agent's."""
+    tune_collector()
     return Controller(driver, policies.load(conf.balloon.policy, conf),
                       planner.Settings.from_conf(conf.balloon),
                       flavor_policy.PolicyFile(conf.balloon.flavor_policy_file),

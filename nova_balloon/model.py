@@ -148,6 +148,12 @@ class Action(enum.Enum):
     IGNORE = 'ignore'
 
 
+# Members as module names, for code that runs per guest per cycle: in Python
+# 3.11 an enum member looked up on its class costs five plain attributes.
+GROW, SHRINK, HOLD, IGNORE = Action.GROW, Action.SHRINK, Action.HOLD, Action.IGNORE
+RUNNING, MIGRATING = RunState.RUNNING, RunState.MIGRATING
+
+
 # One part of a decision's reason: a str.format template, then its arguments,
 # which are KiB (shown in MiB) unless they are strings.
 Note = tuple[Any, ...]

@@ -187,8 +187,9 @@ def observe(samples: int, interval_s: float) -> tuple[int, list[GuestUse]]:
         item = planner.classify(sample, flavors, settings)
         facts = sample.facts
         managed = item.ignore_reason is None
+        now = time.monotonic()
         headroom_kib = settings.limits.headroom_for(
-            planner.make_view(item, None, settings, time.monotonic())) if managed else 0
+            planner.make_view(item, None, now, settings, now)) if managed else 0
         demand = peak.get(facts.uuid)
         guests.append(GuestUse(
             name=facts.name, flavor=facts.nova.flavor_name if facts.nova else None,

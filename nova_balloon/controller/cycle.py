@@ -13,11 +13,27 @@ from oslo_log import log as logging
 
 from nova_balloon.controller import planner
 from nova_balloon.flavor_policy import PolicyFile
-from nova_balloon.model import Action, Decision, HostSnapshot, mib
+from nova_balloon.model import HOLD, IGNORE, Action, Decision, HostSnapshot, mib
 from nova_balloon.policies import Policy
 from nova_balloon.virt.driver import Driver, DriverUnavailable, GuestActionFailed
 
 LOG = logging.getLogger(__name__)
+
+
+# Python collects its young generation every 700 net new objects by default.
+YOUNG_GENERATION_THRESHOLD = 10_000
+
+
+def tune_collector() -> None:
+    """For the agent's process: a young collection every 10,000 net new objects.
+
+    A cycle replaces a few records per guest with new ones, and reference
+    counting frees the old. At Python's default threshold the new ones alone
+    set off a young collection as almost every cycle ended, about 1 ms at
+    1,000 guests, which found nothing to free.
+    """
+    young, *older = gc.get_threshold()
+    gc.set_threshold(max(young, YOUNG_GENERATION_THRESHOLD), *older)
 
 
 @contextlib.contextmanager
@@ -118,12 +134,12 @@ class Controller:
         errors: dict[str, str] = {}
         holds_logged = LOG.isEnabledFor(logging.DEBUG)
         for decision in plan.decisions:
-            if decision.action is Action.IGNORE:
+            if decision.action is IGNORE:
                 self._log_ignored(decision, plan)
                 continue
             if self._ignore_reasons:
                 self._ignore_reasons.pop(decision.uuid, None)
-            if decision.action is Action.HOLD:
+            if decision.action is HOLD:
                 # Most guests hold: not even a call for a line not logged.
                 if holds_logged:
                     self._log(decision, plan, host)
@@ -182,7 +198,12 @@ class Controller:
                  decision.reason)
 
     def _set_stats_periods(self, plan: planner.Plan) -> None:
-        """Guests short of free memory are polled often, the others seldom."""
+        """Guests short of free memory are polled often, the others seldom.
+
+        One line per cycle and period: guests cross the line in numbers on a
+        busy host, and each change is routine.
+        """
+        changed: dict[tuple[int | None, int], list[str]] = {}
         for uuid, period in plan.stats_periods.items():
             facts = plan.classified[uuid].sample.facts
             if self.dry_run:
@@ -196,8 +217,11 @@ class Controller:
             except (GuestActionFailed, DriverUnavailable) as exc:
                 LOG.info('Guest %s (%s): stats period not set: %s', facts.name, uuid, exc)
                 continue
-            LOG.info('Guest %s (%s): balloon stats period %s -> %d s', facts.name, uuid,
-                     facts.stats_period_s or 'none', period)
+            changed.setdefault((facts.stats_period_s, period), []).append(
+                f'{facts.name} ({uuid})')
+        for (before, period), guests in changed.items():
+            LOG.info('Balloon stats period %s -> %d s for %d guest(s): %s', before or 'none',
+                     period, len(guests), ', '.join(guests))
 
     def restore_all(self) -> dict[str, int]:
         """Give every guest the agent shrank its full memory back (on stop)."""

@@ -14,7 +14,12 @@ from typing import Any, NamedTuple
 
 from nova_balloon import flavor_policy
 from nova_balloon.model import (
+    GROW,
+    IGNORE,
     KIB_PER_MIB,
+    MIGRATING,
+    RUNNING,
+    SHRINK,
     Action,
     BalloonStats,
     Decision,
@@ -220,9 +225,9 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
     facts = sample.facts
     if facts.unballoonable:
         return Classified(sample, None, None, facts.unballoonable)
-    if sample.run_state is RunState.MIGRATING:
+    if sample.run_state is MIGRATING:
         return Classified(sample, None, None, 'migration in progress')
-    if sample.run_state is not RunState.RUNNING:
+    if sample.run_state is not RUNNING:
         return Classified(sample, None, None, f'not running ({sample.run_state.value})')
     nova = facts.nova
     if nova is None and not settings.manage_unmanaged_guests:
@@ -245,7 +250,7 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
     if floor >= facts.max_memory_kib:
         return Classified(sample, policy, floor, f'not reclaimable: floor equals flavor RAM '
                                                  f'(ratio {policy.overcommit_ratio:g})')
-    return Classified(sample, policy, floor, None)
+    return Classified._make((sample, policy, floor, None, False))
 
 
 def _valid_stats(stats: BalloonStats) -> bool:
@@ -286,9 +291,12 @@ def _unresponsive(sample: GuestSample, actual: int, memory: GuestMemory | None,
         stats_age_s=sample.stats_age_s, after_s=settings.unresponsive_after_s)
 
 
-def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,
+def make_view(item: Classified, memory: GuestMemory | None, since: float, settings: Settings,
               now: float, memo: Memo | None = None) -> GuestView:
-    """A managed guest as policies see it (with ``memo``, last cycle's if it is the same)."""
+    """A managed guest as policies see it (with ``memo``, last cycle's if it is the same).
+
+    ``since`` is ``actual_since(item.sample, memory, now)``.
+    """
     sample = item.sample
     stats = sample.stats
     facts = sample.facts
@@ -298,7 +306,6 @@ def make_view(item: Classified, memory: GuestMemory | None, settings: Settings,
     previous_actual = memory.actual_kib if memory else None
     usable = stats.usable_kib if _valid_stats(stats) else None
     age = sample.stats_age_s
-    since = actual_since(sample, memory, now)
     moving = age is None or now - age <= since + BALLOON_REPORT_LAG_S
     fields = (  # GuestView's, in their order.
         facts.uuid, facts.name, facts.max_memory_kib, item.floor_kib, item.policy.shares,
@@ -316,13 +323,20 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
          policy_file: Mapping[str, Mapping[str, Any]],
          memory: Mapping[str, GuestMemory], settings: Settings,
          memo: Memo | None = None) -> Plan:
+    now = host.now
     classified: dict[str, Classified] = {}
     views: dict[str, GuestView] = {}
+    # Per guest: what the second pass needs of the first.
+    rows: list[tuple[str, Classified, GuestMemory | None, GuestView | None, float]] = []
     for sample in samples:
         uuid = sample.facts.uuid
         item = classified[uuid] = classify(sample, policy_file, settings, memo)
+        remembered = memory.get(uuid)
+        since = actual_since(sample, remembered, now)
+        view = None
         if item.ignore_reason is None:
-            views[uuid] = make_view(item, memory.get(uuid), settings, host.now, memo)
+            view = views[uuid] = make_view(item, remembered, since, settings, now, memo)
+        rows.append((uuid, item, remembered, view, since))
     if memo is not None:
         memo.retain(classified)
     proposals = policy.propose(host, list(views.values())) if views else {}
@@ -337,9 +351,7 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
     new_memory = {}
     periods = {}
     closely = False
-    for uuid, item in classified.items():
-        remembered = memory.get(uuid)
-        view = views.get(uuid)
+    for uuid, item, remembered, view, since in rows:
         if view is not None:
             proposed = proposals.get(uuid)
             decision = guard(view, proposed, limits) if memo is None else \
@@ -353,7 +365,7 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
         else:
             decision = _ignored_decision(item, remembered)
         decisions.append(decision)
-        new_memory[uuid] = _remember(item, remembered, decision, view, settings, host.now)
+        new_memory[uuid] = _remember(item, remembered, decision, view, since, settings, now)
     return Plan(decisions, classified, views, new_memory, critical, periods, closely)
 
 
@@ -363,20 +375,23 @@ def stats_period_for(view: GuestView, current_s: int | None, settings: Settings)
     A watched guest goes back to the slow period only with half as much free
     memory again, so a guest near the line does not flip every cycle.
     """
-    fast = min(settings.fast_stats_period_s, settings.stats_period_s)
+    slow = settings.stats_period_s
     if view.actual_kib >= view.ceiling_kib - SETTLE_TOLERANCE_KIB:
-        return settings.stats_period_s  # Nothing to give back: no use watching.
+        return slow  # Nothing to give back: no use watching.
+    fast = settings.fast_stats_period_s if settings.fast_stats_period_s < slow else slow
     line = settings.fast_free_kib * 3 // 2 if current_s == fast else settings.fast_free_kib
     if view.usable_kib is None or view.usable_kib < line:
         return fast
-    return settings.stats_period_s
+    return slow
 
 
 def _remember(item: Classified, remembered: GuestMemory | None, decision: Decision,
-              view: GuestView | None, settings: Settings, now: float) -> GuestMemory:
+              view: GuestView | None, since: float, settings: Settings,
+              now: float) -> GuestMemory:
     """What the agent remembers of the guest now: the same record if nothing changed."""
-    changed = decision.action in (Action.GROW, Action.SHRINK)
-    target = decision.target_kib if decision.action is not Action.IGNORE else (
+    action = decision.action
+    changed = action is GROW or action is SHRINK
+    target = decision.target_kib if action is not IGNORE else (
         remembered.target_kib if remembered else None)
     shrunk = remembered.shrunk if remembered else False
     if changed:
@@ -388,7 +403,6 @@ def _remember(item: Classified, remembered: GuestMemory | None, decision: Decisi
     elif until is None or now >= until:
         until = now + settings.unresponsive_retry_s
     actual = item.sample.stats.actual_kib
-    since = actual_since(item.sample, remembered, now)
     set_at = now if changed else (remembered.target_set_at if remembered else None)
     fields = (target, actual, shrunk, since, set_at, until, reason)  # GuestMemory's order
     if remembered is not None and remembered == fields:

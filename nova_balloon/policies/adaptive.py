@@ -141,22 +141,24 @@ def observe(guest: GuestView, before: Seen | None, decay: float, surge_decay: fl
     swap_rate = 0.0
     if before is not None and before.swap_in_kib is not None and \
             guest.swap_in_kib is not None and now > before.seen_at:
-        swap_rate = max(0, guest.swap_in_kib - before.swap_in_kib) / (now - before.seen_at)
+        swapped_in = guest.swap_in_kib - before.swap_in_kib
+        if swapped_in > 0:
+            swap_rate = swapped_in / (now - before.seen_at)
     if guest.deflated_on_oom or swap_rate or \
             guest.usable_kib < SHORT_FREE_FRACTION * guest.actual_kib:
         demand = max(demand, int(guest.actual_kib + swap_rate))
     if before is None:
-        return Seen(now, demand, demand, 0, 0, 0.0, guest.swap_in_kib)
+        return Seen._make((now, demand, demand, 0, 0, 0.0, guest.swap_in_kib))
     rise = demand - before.demand_kib
     above = before.estimate_kib - demand
     surge = before.surge_kib * surge_decay
-    return Seen(now, demand,
-                demand + above * decay if above > 0 else demand,
-                rise,
-                (rise if rise < before.rise_kib else before.rise_kib)
-                if rise > 0 and before.rise_kib > 0 else 0,
-                rise if rise > surge else surge,
-                guest.swap_in_kib)
+    return Seen._make((now, demand,
+                       demand + above * decay if above > 0 else demand,
+                       rise,
+                       (rise if rise < before.rise_kib else before.rise_kib)
+                       if rise > 0 and before.rise_kib > 0 else 0,
+                       rise if rise > surge else surge,
+                       guest.swap_in_kib))
 
 
 def need_of(guest: GuestView, seen: Seen, buffer_fraction: float) -> Need:
@@ -167,11 +169,12 @@ def need_of(guest: GuestView, seen: Seen, buffer_fraction: float) -> Need:
     peak = demand + TREND_LOOKAHEAD_CYCLES * seen.trend_kib
     if seen.estimate_kib > peak:
         peak = seen.estimate_kib
-    want = peak + max(peak * buffer_fraction, SURGE_SHARE * seen.surge_kib)
+    buffer, surge_room = peak * buffer_fraction, SURGE_SHARE * seen.surge_kib
+    want = peak + (buffer if buffer > surge_room else surge_room)
     least = demand if demand > floor else floor
-    return Need(int(least if least < ceiling else ceiling),
-                int(ceiling if want >= ceiling else want if want > floor else floor),
-                demand)
+    return Need._make((least if least < ceiling else ceiling,
+                       int(ceiling if want >= ceiling else want if want > floor else floor),
+                       demand))
 
 
 def _steady(guest: GuestView, need: Need) -> int:
@@ -186,8 +189,8 @@ def _steady(guest: GuestView, need: Need) -> int:
     want = need.want_kib
     if current < need.least_kib + BAND_BELOW * (want - need.least_kib):
         return want
-    return current if current - want <= max(BAND_ABOVE * (want - guest.floor_kib),
-                                            SMALLEST_SHRINK * guest.ceiling_kib) else want
+    band, smallest = BAND_ABOVE * (want - guest.floor_kib), SMALLEST_SHRINK * guest.ceiling_kib
+    return current if current - want <= (band if band > smallest else smallest) else want
 
 
 class AdaptivePolicy(Policy):
@@ -214,6 +217,7 @@ class AdaptivePolicy(Policy):
         seen: dict[str, Seen] = {}
         # What the planned guests could hold if the host were full.
         held_kib = host.available_kib
+        wanted_kib = steady_kib = 0
         for guest in guests:
             uuid = guest.uuid
             held_kib += guest.actual_kib
@@ -228,25 +232,30 @@ class AdaptivePolicy(Policy):
             look = observe(guest, before.get(uuid), self.decay, self.surge_decay, host.now)
             seen[uuid] = look
             need = needs[uuid] = need_of(guest, look, self.buffer_fraction)
-            steady[uuid] = _steady(guest, need)
+            target = steady[uuid] = _steady(guest, need)
+            wanted_kib += need.want_kib
+            steady_kib += target
             planned.append(guest)
         # A gone guest loses its history.
         self._seen = seen
-        targets = self._fit(planned, needs, steady, held_kib)
+        room = held_kib - self.host_reserve_kib
+        if wanted_kib <= room:
+            targets = steady if steady_kib <= room else \
+                {u: n.want_kib for u, n in needs.items()}
+        else:
+            targets = self._fit(planned, needs, held_kib)
         return self._pace(host, guests, planned, needs, targets)
 
     def _fit(self, planned: Sequence[GuestView], needs: Mapping[str, Need],
-             steady: dict[str, int], held_kib: int) -> dict[str, int]:
-        """Targets for the planned guests that the host can hold.
+             held_kib: int) -> dict[str, int]:
+        """Targets for the planned guests when the host cannot hold every want.
 
-        Wants fit in what the host has less its reserve; beyond that, each
-        guest keeps its demand, if need be into the reserve (down to the
-        host's critical level), and the rest is shared.
+        Wants fit in what the host has less its reserve (``propose`` takes
+        them then); beyond that, each guest keeps its demand, if need be into
+        the reserve (down to the host's critical level), and the rest is shared.
         """
         room = held_kib - self.host_reserve_kib
         wants = {u: n.want_kib for u, n in needs.items()}
-        if sum(wants.values()) <= room:
-            return steady if sum(steady.values()) <= room else wants
         least = {u: n.least_kib for u, n in needs.items()}
         weights = {g.uuid: self._weight(g, needs[g.uuid]) for g in planned}
         short_room = held_kib - self.host_critical_kib
@@ -267,16 +276,17 @@ class AdaptivePolicy(Policy):
 
     def _pace(self, host: HostSnapshot, guests: Sequence[GuestView],
               planned: Sequence[GuestView], needs: Mapping[str, Need],
-              targets: Mapping[str, int]) -> dict[str, int]:
+              proposals: dict[str, int]) -> dict[str, int]:
         """Bound this cycle's growth by the memory free now.
 
         Short guests grow first, into the reserve if need be (down to the
         host's critical level); buffers only out of what is free beyond it.
+        ``proposals``, the planned guests' targets, is changed in place.
         """
-        proposals = dict(targets)
-        for guest in guests:
-            if guest.uuid not in proposals:  # Not planned: it keeps its target.
-                proposals[guest.uuid] = current_target(guest)
+        if len(planned) < len(guests):
+            for guest in guests:
+                if guest.uuid not in proposals:  # Not planned: it keeps its target.
+                    proposals[guest.uuid] = current_target(guest)
         free = host.available_kib - self.host_reserve_kib
         free_for_short = host.available_kib - self.host_critical_kib
         if self._growth(guests, proposals) <= free:

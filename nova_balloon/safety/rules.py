@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from nova_balloon.model import KIB_PER_MIB, Action, Decision, GuestView, Note
+from nova_balloon.model import GROW, HOLD, KIB_PER_MIB, SHRINK, Action, Decision, GuestView, Note
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 
 
@@ -65,7 +65,7 @@ def _shrink_blocker(guest: GuestView) -> Note | None:
 def guard(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> Decision:
     """Turn a policy's proposal into the decision the agent may apply."""
     action, target, notes = _rule(guest, proposed_kib, limits)
-    return Decision(guest.uuid, guest.name, action, target, notes)
+    return Decision._make((guest.uuid, guest.name, action, target, notes))
 
 
 def guard_target(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> int:
@@ -116,10 +116,10 @@ def _rule(guest: GuestView, proposed_kib: int | None,
 
     delta = target - current
     if delta == 0:
-        return Action.HOLD, current, notes
+        return HOLD, current, notes
     if _inside_dead_band(guest, current, target, limits):
-        return Action.HOLD, current, notes + (('change {} MiB inside the dead band', delta),)
-    return (Action.GROW if delta > 0 else Action.SHRINK), target, notes
+        return HOLD, current, notes + (('change {} MiB inside the dead band', delta),)
+    return (GROW if delta > 0 else SHRINK), target, notes
 
 
 def _inside_dead_band(guest: GuestView, current: int, target: int,

@@ -193,3 +193,16 @@ def test_reason_of_a_decision_without_kib():
     d = Decision('u', 'g', Action.IGNORE, None, (('{}', 'weird {reason}'),
                                                  ('target {} MiB', None)))
     assert d.reason == 'weird {reason}; target None MiB'
+
+
+def test_tuned_collector_raises_only_the_young_threshold():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        cycle.tune_collector()
+        assert gc.get_threshold() == (cycle.YOUNG_GENERATION_THRESHOLD, 10, 10)
+        gc.set_threshold(50_000, 5, 5)
+        cycle.tune_collector()
+        assert gc.get_threshold() == (50_000, 5, 5)  # A higher one, set before, stays.
+    finally:
+        gc.set_threshold(*before)

@@ -10,7 +10,14 @@ from oslo_config import cfg
 
 from nova_balloon.conf import balloon
 from nova_balloon.controller import planner
-from nova_balloon.controller.planner import GuestMemory, Settings, classify, make_view, plan
+from nova_balloon.controller.planner import (
+    GuestMemory,
+    Settings,
+    actual_since,
+    classify,
+    make_view,
+    plan,
+)
 from nova_balloon.flavor_policy import PolicyDefaults
 from nova_balloon.model import (
     Action,
@@ -218,7 +225,7 @@ def test_stats_fresh(period, age, fresh):
 def view_of(s: GuestSample, memory: GuestMemory | None = None, now: float = NOW) -> GuestView:
     item = classify(s, {}, SETTINGS)
     assert item.ignore_reason is None
-    return make_view(item, memory, SETTINGS, now)
+    return make_view(item, memory, actual_since(s, memory, now), SETTINGS, now)
 
 
 def test_make_view_fields():

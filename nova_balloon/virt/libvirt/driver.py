@@ -18,7 +18,7 @@ from typing import Any
 import libvirt
 from oslo_log import log as logging
 
-from nova_balloon.model import BalloonStats, GuestFacts, GuestSample, RunState
+from nova_balloon.model import RUNNING, BalloonStats, GuestFacts, GuestSample, RunState
 from nova_balloon.virt.driver import (
     Collection,
     DriverUnavailable,
@@ -68,7 +68,7 @@ def start_event_loop() -> None:
 
 def _run_state(state: int | None, reason: int | None) -> RunState:
     if state == libvirt.VIR_DOMAIN_RUNNING:
-        return RunState.RUNNING
+        return RUNNING
     if state == libvirt.VIR_DOMAIN_PAUSED:
         return RunState.MIGRATING if reason in _MIGRATION_PAUSE_REASONS else RunState.PAUSED
     return RunState.OTHER
@@ -209,7 +209,7 @@ class LibvirtDriver:
             if uuid in self._migrating:
                 run_state = RunState.MIGRATING
             age = now - stats.last_update if stats.last_update else None
-            samples.append(GuestSample(facts, stats, run_state, age))
+            samples.append(GuestSample._make((facts, stats, run_state, age)))
         self._domains = domains
         with self._lock:
             for uuid in set(self._facts) - set(domains):
