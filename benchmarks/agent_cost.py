@@ -19,7 +19,7 @@ Implements the shared spec ``agent-cost.md``:
 Prints one table (figure, goal, holds) and writes it to
 ``results/agent-cost.md``.
 
-    .venv/bin/python benchmarks/agent_cost.py [--sizes 10,100,1000,10000] [--repeats 3]
+    .venv/bin/python benchmarks/agent_cost.py [--sizes 10,100,1000,10000] [--repeats 5]
         [--guests 1,4,8,16] [--no-real]
 """
 
@@ -654,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', default='10,100,1000,10000')
     parser.add_argument('--guests', default='1,4,8,16')
-    parser.add_argument('--repeats', type=int, default=3,
-                        help='runs of each simulated size, pooled (default 3)')
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='runs of each simulated size, pooled (default 5)')
     parser.add_argument('--no-real', action='store_true',
                         help='skip the real-libvirt and start-up parts')
     parser.add_argument('--seed', type=int, default=1)
@@ -694,8 +694,9 @@ def main(argv: list[str] | None = None) -> int:
         f'{os.cpu_count()} CPUs; the runs and goals are those of `agent-cost.md` '
         '(the shared benchmark spec). Simulated cycles run the agent\'s Controller, adaptive '
         'policy and safety rules on the simulated hypervisor, logging at INFO to a file as '
-        'the agent does; the garbage collection a cycle sets off as it ends is counted in '
-        'the cycle. Real cycles run the LibvirtDriver on nbcost-* TCG guests '
+        'the agent does, in a process with the agent\'s collector threshold; the garbage '
+        'collection a cycle sets off as it ends is counted in the cycle. Real cycles run '
+        'the LibvirtDriver on nbcost-* TCG guests '
         f'({REAL_MEMORY_MIB} MiB, ratio 2.0) that use and free memory at random, one cycle '
         f'every {REAL_INTERVAL_S:g} s; the bare calls run half an interval after each cycle, '
         'on a connection of their own, so that both follow the same idle time.'

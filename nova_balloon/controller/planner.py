@@ -28,6 +28,7 @@ from nova_balloon.model import (
     GuestView,
     HostSnapshot,
     RunState,
+    new_record,
 )
 from nova_balloon.policies import Policy
 from nova_balloon.safety import SafetyLimits, guard
@@ -186,7 +187,7 @@ class Memo:
         cached = self._views.get(uuid)
         if cached is not None and cached == fields:
             return cached
-        view = self._views[uuid] = GuestView._make(fields)
+        view = self._views[uuid] = new_record(GuestView, fields)
         return view
 
     def guard(self, view: GuestView, proposed_kib: int | None,
@@ -250,18 +251,17 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
     if floor >= facts.max_memory_kib:
         return Classified(sample, policy, floor, f'not reclaimable: floor equals flavor RAM '
                                                  f'(ratio {policy.overcommit_ratio:g})')
-    return Classified._make((sample, policy, floor, None, False))
+    return new_record(Classified, (sample, policy, floor, None, False))
 
 
 def _valid_stats(stats: BalloonStats) -> bool:
     """The guest writes these figures: accept only self-consistent ones."""
-    actual, usable = stats.actual_kib, stats.usable_kib
+    actual, usable, unused, available, swap_in, faults, _ = stats
     if actual is None or usable is None or actual < 0 or usable < 0 or usable > actual:
         return False
-    for n in (stats.unused_kib, stats.available_kib, stats.swap_in_kib, stats.major_faults):
-        if n is not None and n < 0:
-            return False
-    return True
+    # Counters the guest may not report (None), but never below zero.
+    return not (unused is not None and unused < 0 or available is not None and available < 0
+                or swap_in is not None and swap_in < 0 or faults is not None and faults < 0)
 
 
 def stats_fresh(sample: GuestSample, settings: Settings) -> bool:
@@ -407,7 +407,7 @@ def _remember(item: Classified, remembered: GuestMemory | None, decision: Decisi
     fields = (target, actual, shrunk, since, set_at, until, reason)  # GuestMemory's order
     if remembered is not None and remembered == fields:
         return remembered
-    return GuestMemory._make(fields)
+    return new_record(GuestMemory, fields)
 
 
 def _ignored_decision(item: Classified, remembered: GuestMemory | None) -> Decision:

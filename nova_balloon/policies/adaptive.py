@@ -51,7 +51,7 @@ from typing import NamedTuple
 
 from oslo_config import cfg
 
-from nova_balloon.model import KIB_PER_MIB, GuestView, HostSnapshot
+from nova_balloon.model import KIB_PER_MIB, GuestView, HostSnapshot, new_record
 from nova_balloon.policies import Policy
 from nova_balloon.safety import SafetyLimits, guard_target
 
@@ -148,17 +148,17 @@ def observe(guest: GuestView, before: Seen | None, decay: float, surge_decay: fl
             guest.usable_kib < SHORT_FREE_FRACTION * guest.actual_kib:
         demand = max(demand, int(guest.actual_kib + swap_rate))
     if before is None:
-        return Seen._make((now, demand, demand, 0, 0, 0.0, guest.swap_in_kib))
+        return new_record(Seen, (now, demand, demand, 0, 0, 0.0, guest.swap_in_kib))
     rise = demand - before.demand_kib
     above = before.estimate_kib - demand
     surge = before.surge_kib * surge_decay
-    return Seen._make((now, demand,
-                       demand + above * decay if above > 0 else demand,
-                       rise,
-                       (rise if rise < before.rise_kib else before.rise_kib)
-                       if rise > 0 and before.rise_kib > 0 else 0,
-                       rise if rise > surge else surge,
-                       guest.swap_in_kib))
+    return new_record(Seen, (now, demand,
+                             demand + above * decay if above > 0 else demand,
+                             rise,
+                             (rise if rise < before.rise_kib else before.rise_kib)
+                             if rise > 0 and before.rise_kib > 0 else 0,
+                             rise if rise > surge else surge,
+                             guest.swap_in_kib))
 
 
 def need_of(guest: GuestView, seen: Seen, buffer_fraction: float) -> Need:
@@ -172,9 +172,9 @@ def need_of(guest: GuestView, seen: Seen, buffer_fraction: float) -> Need:
     buffer, surge_room = peak * buffer_fraction, SURGE_SHARE * seen.surge_kib
     want = peak + (buffer if buffer > surge_room else surge_room)
     least = demand if demand > floor else floor
-    return Need._make((least if least < ceiling else ceiling,
-                       int(ceiling if want >= ceiling else want if want > floor else floor),
-                       demand))
+    return new_record(Need, (least if least < ceiling else ceiling,
+                             int(ceiling if want >= ceiling else want if want > floor else floor),
+                             demand))
 
 
 def _steady(guest: GuestView, need: Need) -> int:

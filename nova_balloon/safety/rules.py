@@ -24,7 +24,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from nova_balloon.model import GROW, HOLD, KIB_PER_MIB, SHRINK, Action, Decision, GuestView, Note
+from nova_balloon.model import (
+    GROW,
+    HOLD,
+    KIB_PER_MIB,
+    SHRINK,
+    Action,
+    Decision,
+    GuestView,
+    Note,
+    new_record,
+)
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 
 
@@ -65,7 +75,7 @@ def _shrink_blocker(guest: GuestView) -> Note | None:
 def guard(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> Decision:
     """Turn a policy's proposal into the decision the agent may apply."""
     action, target, notes = _rule(guest, proposed_kib, limits)
-    return Decision._make((guest.uuid, guest.name, action, target, notes))
+    return new_record(Decision, (guest.uuid, guest.name, action, target, notes))
 
 
 def guard_target(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import libvirt
 from oslo_log import log as logging
 
-from nova_balloon.model import RUNNING, BalloonStats, GuestFacts, GuestSample, RunState
+from nova_balloon.model import RUNNING, BalloonStats, GuestFacts, GuestSample, RunState, new_record
 from nova_balloon.virt.driver import (
     Collection,
     DriverUnavailable,
@@ -209,7 +209,7 @@ class LibvirtDriver:
             if uuid in self._migrating:
                 run_state = RunState.MIGRATING
             age = now - stats.last_update if stats.last_update else None
-            samples.append(GuestSample._make((facts, stats, run_state, age)))
+            samples.append(new_record(GuestSample, (facts, stats, run_state, age)))
         self._domains = domains
         with self._lock:
             for uuid in set(self._facts) - set(domains):

@@ -20,7 +20,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nova_balloon.model import KIB_PER_MIB, RUNNING, BalloonStats, GuestFacts, GuestSample
+from nova_balloon.model import (
+    KIB_PER_MIB,
+    RUNNING,
+    BalloonStats,
+    GuestFacts,
+    GuestSample,
+    new_record,
+)
 from nova_balloon.virt.driver import Collection, GuestActionFailed, GuestGone
 
 BALLOON_RATE_KIB_S = 256 * KIB_PER_MIB
@@ -106,8 +113,8 @@ class SimulatedHypervisor:
     def collect(self) -> Collection:
         now = self.now()
         samples = [
-            GuestSample._make((facts, stats, RUNNING,
-                               None if stats.last_update is None else now - stats.last_update))
+            new_record(GuestSample, (facts, stats, RUNNING, None if stats.last_update is None
+                                     else now - stats.last_update))
             for facts, stats in zip(self.facts, self._stats, strict=True)]
         used = float(self.actual.sum())
         return Collection(self.host_total_kib, int(self.host_total_kib - used), samples)
