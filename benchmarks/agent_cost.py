@@ -55,7 +55,7 @@ from nova_balloon import flavor_policy, policies  # noqa: E402
 from nova_balloon.agent import state  # noqa: E402
 from nova_balloon.conf import balloon  # noqa: E402
 from nova_balloon.controller import planner  # noqa: E402
-from nova_balloon.controller.cycle import Controller, CycleReport, tune_collector  # noqa: E402
+from nova_balloon.controller.cycle import Controller, CycleReport  # noqa: E402
 from nova_balloon.model import KIB_PER_MIB, GuestFacts, NovaMetadata  # noqa: E402
 from nova_balloon.virt.driver import Collection, Driver  # noqa: E402
 
@@ -116,8 +116,7 @@ def agent_conf(overrides: dict[str, Any], log_file: str | None) -> cfg.ConfigOpt
 
 def make_controller(driver: Driver, conf: cfg.ConfigOpts,
                     clock: Callable[[], float] = time.monotonic) -> Controller:
-    """The controller as BalloonAgent builds it, in a process tuned as the agent's."""
-    tune_collector()
+    """The controller as BalloonAgent builds it."""
     return Controller(driver, policies.load(conf.balloon.policy, conf),
                       planner.Settings.from_conf(conf.balloon),
                       flavor_policy.PolicyFile(conf.balloon.flavor_policy_file),
@@ -694,9 +693,8 @@ def main(argv: list[str] | None = None) -> int:
         f'{os.cpu_count()} CPUs; the runs and goals are those of `agent-cost.md` '
         '(the shared benchmark spec). Simulated cycles run the agent\'s Controller, adaptive '
         'policy and safety rules on the simulated hypervisor, logging at INFO to a file as '
-        'the agent does, in a process with the agent\'s collector threshold; the garbage '
-        'collection a cycle sets off as it ends is counted in the cycle. Real cycles run '
-        'the LibvirtDriver on nbcost-* TCG guests '
+        'the agent does; the garbage collection a cycle sets off as it ends is counted in '
+        'the cycle. Real cycles run the LibvirtDriver on nbcost-* TCG guests '
         f'({REAL_MEMORY_MIB} MiB, ratio 2.0) that use and free memory at random, one cycle '
         f'every {REAL_INTERVAL_S:g} s; the bare calls run half an interval after each cycle, '
         'on a connection of their own, so that both follow the same idle time.'

@@ -29,8 +29,6 @@ def main(argv: list[str] | None = None) -> None:
     common.parse_args(sys.argv[1:] if argv is None else argv)
     logging.setup(CONF, common.PROJECT)
     from nova_balloon.agent.service import BalloonAgent
-    from nova_balloon.controller.cycle import tune_collector
-    tune_collector()
     try:
         agent = BalloonAgent(CONF)
     except (stevedore_exception.NoMatches, stevedore_exception.MultipleMatches,

@@ -20,20 +20,24 @@ from nova_balloon.virt.driver import Driver, DriverUnavailable, GuestActionFaile
 LOG = logging.getLogger(__name__)
 
 
-# Python collects its young generation every 700 net new objects by default.
-YOUNG_GENERATION_THRESHOLD = 10_000
+# The young generation's collection threshold, in net new objects: Python's
+# default is 700; the agent's grows with its guests.
+YOUNG_GENERATION_MIN = 10_000
+YOUNG_OBJECTS_PER_GUEST = 20
 
 
-def tune_collector() -> None:
-    """For the agent's process: a young collection every 10,000 net new objects.
+def _size_collector(guests: int) -> None:
+    """Young collections every few cycles at most, however many guests.
 
     A cycle replaces a few records per guest with new ones, and reference
     counting frees the old. At Python's default threshold the new ones alone
-    set off a young collection as almost every cycle ended, about 1 ms at
-    1,000 guests, which found nothing to free.
+    set off a young collection as almost every cycle ended (about 1 ms per
+    1,000 guests), which found nothing to free.
     """
     young, *older = gc.get_threshold()
-    gc.set_threshold(max(young, YOUNG_GENERATION_THRESHOLD), *older)
+    wanted = max(YOUNG_GENERATION_MIN, YOUNG_OBJECTS_PER_GUEST * guests)
+    if young != wanted:
+        gc.set_threshold(wanted, *older)
 
 
 @contextlib.contextmanager
@@ -105,6 +109,7 @@ class Controller:
             LOG.info('Hypervisor reachable again after an outage; resuming with the '
                      'targets in force')
             self._outage = None
+        _size_collector(len(collection.samples))
 
         host = HostSnapshot(collection.host_total_kib, collection.host_available_kib,
                             started)

@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import gc
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nova_balloon.controller import cycle, planner
-from nova_balloon.flavor_policy import OVERCOMMIT_RATIO, PolicyDefaults, PolicyError
-from nova_balloon.model import Action, BalloonStats, Decision, FlavorPolicy
+from nova_balloon.flavor_policy import OVERCOMMIT_RATIO, PolicyDefaults, PolicyError, PolicyFile
+from nova_balloon.model import Action, BalloonStats, Decision, FlavorPolicy, GuestFacts
 from nova_balloon.policies.adaptive import AdaptivePolicy
 from nova_balloon.safety.rules import guard, guard_target
+from nova_balloon.virt.simulated.hypervisor import SimulatedHypervisor
 from tests.unit.test_plan_properties import CONF, SETTINGS, snapshots
 from tests.unit.test_planner import HOST, FixedPolicy, sample
 from tests.unit.test_planner import SETTINGS as MANAGING
@@ -195,14 +197,33 @@ def test_reason_of_a_decision_without_kib():
     assert d.reason == 'weird {reason}; target None MiB'
 
 
-def test_tuned_collector_raises_only_the_young_threshold():
+
+def test_young_collections_grow_with_the_guests():
     before = gc.get_threshold()
     try:
         gc.set_threshold(700, 10, 10)
-        cycle.tune_collector()
-        assert gc.get_threshold() == (cycle.YOUNG_GENERATION_THRESHOLD, 10, 10)
-        gc.set_threshold(50_000, 5, 5)
-        cycle.tune_collector()
-        assert gc.get_threshold() == (50_000, 5, 5)  # A higher one, set before, stays.
+        cycle._size_collector(100)
+        assert gc.get_threshold() == (cycle.YOUNG_GENERATION_MIN, 10, 10)
+        cycle._size_collector(5000)
+        assert gc.get_threshold() == (cycle.YOUNG_OBJECTS_PER_GUEST * 5000, 10, 10)
+        cycle._size_collector(10)
+        assert gc.get_threshold() == (cycle.YOUNG_GENERATION_MIN, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_a_cycle_sizes_the_collector_by_its_guests():
+    guests = 1000
+    facts = [GuestFacts(uuid=f'u{i}', name=f'g{i}', max_memory_kib=GiB, nova=None,
+                        unballoonable=None, stats_period_s=1) for i in range(guests)]
+    node = SimulatedHypervisor(facts, np.full((10, guests), 256.0 * 1024), 2000 * GiB,
+                               np.full(guests, float(GiB)))
+    controller = cycle.Controller(node, FixedPolicy({}), MANAGING, PolicyFile(None),
+                                  dry_run=False, clock=node.now)
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        controller.run_cycle()
+        assert gc.get_threshold() == (cycle.YOUNG_OBJECTS_PER_GUEST * guests, 10, 10)
     finally:
         gc.set_threshold(*before)
