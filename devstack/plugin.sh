@@ -3,7 +3,8 @@
 # devstack plugin of nova-balloon: the balloon agent on compute nodes and the
 # balloon:* extra spec validators for nova-api.
 #
-# stack install      install the package (nova-api loads the validators
+# stack install      install the package: all of it where the agent runs, only
+#                    the validators where nova-api runs (nova-api loads them
 #                    when it starts, later in stack.sh)
 # stack post-config  write [balloon] into $NOVA_CONF: devstack copies it to
 #                    $NOVA_CPU_CONF when it starts nova-compute, after this
@@ -26,8 +27,17 @@ function nova_balloon_agent_enabled {
         [[ "${VIRT_DRIVER:-libvirt}" == "libvirt" ]]
 }
 
+# The agent needs libvirt-python, built from source against libvirt's headers,
+# which devstack installs (install_libvirt) only on nodes that run n-cpu. The
+# validators need only what Nova already brings, so an n-api node without the
+# agent gets the package without its dependencies, as install.rst tells
+# operators to do on their API nodes.
 function install_nova_balloon {
-    setup_develop "$NOVA_BALLOON_DIR"
+    if nova_balloon_agent_enabled; then
+        setup_develop "$NOVA_BALLOON_DIR"
+    elif is_service_enabled n-api; then
+        pip_install --no-deps -e "$NOVA_BALLOON_DIR"
+    fi
 }
 
 # configure_nova_balloon <config file>

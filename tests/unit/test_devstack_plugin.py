@@ -65,6 +65,7 @@ iniset() { record iniset "$@"; _ini set "$@"; }
 iniget() { _ini get "$@"; }
 inidelete() { record inidelete "$@"; _ini delete "$@"; }
 setup_develop() { record setup_develop "$@"; }
+pip_install() { record pip_install "$@"; }
 pip_uninstall() { record pip_uninstall "$@"; }
 get_python_exec_prefix() { echo "$FAKE_EXEC_PREFIX"; }
 run_process() { record run_process "$@"; }
@@ -244,19 +245,72 @@ def test_cpu_conf_not_copied_gets_the_options_at_extra(tmp_path):
     assert len(ds.calls('run_process')) == 1
 
 
-def test_api_only_node_installs_for_the_validators_and_runs_nothing(tmp_path):
+def test_api_only_node_installs_the_validators_without_libvirt(tmp_path):
+    """No libvirt-python on a node without n-cpu: devstack has no libvirt headers there."""
     ds = Devstack(tmp_path, services='n-api')
     ds.run(*STACK)
-    assert ds.calls('setup_develop') == [[str(REPO)]]
+    assert ds.calls('setup_develop') == []
+    assert ds.calls('pip_install') == [['--no-deps', '-e', str(REPO)]]
     assert ds.calls('iniset') == []
+    assert ds.calls('run_process') == []
+
+
+def test_compute_only_node_installs_everything(tmp_path):
+    ds = Devstack(tmp_path, services='n-cpu')
+    ds.run(*STACK)
+    assert ds.calls('setup_develop') == [[str(REPO)]]
+    assert ds.calls('pip_install') == []
+    assert len(ds.calls('run_process')) == 1
+
+
+def test_node_without_nova_installs_nothing(tmp_path):
+    ds = Devstack(tmp_path, services='key,g-api')
+    ds.run(*STACK)
+    assert ds.calls('setup_develop') == [] and ds.calls('pip_install') == []
     assert ds.calls('run_process') == []
 
 
 def test_agent_disabled_in_local_conf(tmp_path):
     ds = Devstack(tmp_path, DISABLED_SERVICES='nova-balloon-agent')
     ds.run(*STACK)
-    assert ds.calls('setup_develop') == [[str(REPO)]]
+    assert ds.calls('setup_develop') == []
+    assert ds.calls('pip_install') == [['--no-deps', '-e', str(REPO)]]
     assert ds.calls('run_process') == []
+
+
+# devstack's own enable_plugin (functions-common): the branch defaults to master.
+ENABLE_PLUGIN = r'''
+declare -A GITREPO GITBRANCH
+enable_plugin() { GITREPO[$1]=$2; GITBRANCH[$1]=${3:-master}; }
+'''
+
+
+def documented_localrc() -> str:
+    """The [[local|localrc]] block of install.rst, as an operator copies it."""
+    lines = (REPO / 'doc' / 'source' / 'install.rst').read_text().splitlines()
+    start = lines.index('   [[local|localrc]]') + 1
+    block = []
+    for line in lines[start:]:
+        if not line.startswith('   '):
+            break
+        block.append(line.strip())
+    return '\n'.join(block)
+
+
+def test_documented_enable_plugin_names_a_branch_of_this_repository():
+    script = (ENABLE_PLUGIN + documented_localrc() +
+              '\necho "${GITREPO[nova-balloon]} ${GITBRANCH[nova-balloon]}"\n')
+    out = subprocess.run(['bash', '-c', script], capture_output=True, text=True, check=True)
+    url, branch = out.stdout.split()
+    assert url.endswith('.git')
+    assert branch == 'main'
+    refs = subprocess.run(['git', '-C', str(REPO), 'for-each-ref', '--format=%(refname)',
+                           'refs/heads', 'refs/remotes'], capture_output=True, text=True)
+    branches = {ref.split('/')[-1] for ref in refs.stdout.split()}
+    if refs.returncode == 0 and branches:
+        assert branch in branches, sorted(branches)
+    settings = (DEVSTACK / 'settings').read_text()
+    assert f'enable_plugin nova-balloon <git URL of nova-balloon> {branch}' in settings
 
 
 def test_other_virt_driver_runs_no_agent(tmp_path):

@@ -7,6 +7,7 @@ import, exactly as nova-api does, so these tests need nova-balloon installed
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -15,6 +16,8 @@ from importlib import metadata
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from nova_balloon import flavor_policy
 from nova_balloon.api import extra_spec_validators
@@ -150,8 +153,10 @@ def test_nova_api_enforces_them_from_microversion_2_86():
     assert info.value.code == 400
     # JSON numbers and booleans arrive as numbers; Nova turns them into text.
     check('2.86', {OVERCOMMIT_RATIO: 1.5, SHARES: 10, ENABLED: True, MIN_MEMORY_MB: 0})
-    # Older microversions validate nothing: the docs tell operators so.
+    # Older microversions validate nothing, and 2.61 is what `openstack flavor
+    # set --property` sends unless told otherwise: the docs show 2.86 for that.
     check('2.85', {OVERCOMMIT_RATIO: 'abc'})
+    check('2.61', {OVERCOMMIT_RATIO: 'abc', 'balloon:overcommit': '1.5'})
 
 
 def test_module_imports_without_nova_or_libvirt():
@@ -163,3 +168,40 @@ def test_module_imports_without_nova_or_libvirt():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == str(len(flavor_policy.POLICY_KEYS))
+
+
+def installed_with(name: str) -> set[str]:
+    """Every distribution that installing ``name`` brings (extras left out)."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        dist = canonicalize_name(todo.pop())
+        if dist in seen:
+            continue
+        seen.add(dist)
+        try:
+            requires = metadata.requires(dist) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({'extra': ''}):
+                todo.append(req.name)
+    return seen
+
+
+def test_validators_need_only_what_nova_brings():
+    """API nodes (and devstack's) install nova-balloon with --no-deps: every
+    distribution the validators import must come with Nova already."""
+    code = ('import json, sys\n'
+            'from nova_balloon.api import extra_spec_validators\n'
+            'print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True)
+    by_module = metadata.packages_distributions()
+    loaded = {canonicalize_name(dist) for module in json.loads(out.stdout)
+              if module not in sys.stdlib_module_names
+              for dist in by_module.get(module, ())}
+    loaded.discard('nova-balloon')
+    assert 'oslo-log' in loaded and 'pyyaml' in loaded  # the check sees them
+    assert not loaded - installed_with('nova'), sorted(loaded - installed_with('nova'))
