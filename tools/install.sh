@@ -26,7 +26,9 @@ done
 if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
     apt-get update -qq
+    # Never a prompt: a conffile already on disk keeps its content.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${missing[@]}" >/dev/null
 fi
 
