@@ -20,6 +20,10 @@ from nova_balloon import policies
 
 SCENARIOS = ('overcommit', 'rightsize', 'spike')
 ALL_POLICIES = 'static,mom,proxmox,squeezed,adaptive'
+# The top-level modules of the ``simulate`` extra in setup.cfg.
+EXTRA_MODULES = ('numpy', 'matplotlib')
+MISSING_EXTRA = ("simulate: needs {module}, which nova-balloon installs only with its "
+                 "'simulate' extra: pip install 'nova-balloon[simulate]'")
 
 
 def _positive(kind: type) -> Any:
@@ -32,9 +36,17 @@ def _positive(kind: type) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    # numpy and matplotlib only when simulating: other commands do without.
-    from nova_balloon.virt.simulated import metrics, plot, trace
-    from nova_balloon.virt.simulated import run as simulation
+    # numpy and matplotlib only when simulating: other commands do without,
+    # and an install without the extra gets a hint rather than a traceback.
+    try:
+        from nova_balloon.virt.simulated import metrics, plot, trace
+        from nova_balloon.virt.simulated import run as simulation
+    except ModuleNotFoundError as exc:
+        module = (exc.name or '').split('.')[0]
+        if module not in EXTRA_MODULES:
+            raise
+        print(MISSING_EXTRA.format(module=module), file=sys.stderr)
+        return 1
 
     names = [name.strip() for name in args.policy.split(',') if name.strip()]
     known = set(extension.ExtensionManager(policies.NAMESPACE).names())

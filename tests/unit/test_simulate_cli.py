@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import subprocess
 import sys
@@ -92,6 +93,27 @@ def test_needs_neither_oslo_service_nor_libvirt(small_trace):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize('module', ['numpy', 'matplotlib'])
+def test_without_the_simulate_extra_says_what_to_install(small_trace, module):
+    """Both are installed here, so the child process hides one: a None entry
+    in sys.modules makes its import fail as a missing module would."""
+    code = (
+        'import sys\n'
+        f'sys.modules[{module!r}] = None\n'
+        'from nova_balloon.cmd import cli\n'
+        f'cli.main(["simulate", "--trace", {str(small_trace)!r}])\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert 'Traceback' not in out.stderr
+    assert f'needs {module}' in out.stderr
+    assert "pip install 'nova-balloon[simulate]'" in out.stderr
+    # The extra named is the one setup.cfg declares, and it brings the module.
+    extras = configparser.ConfigParser()
+    extras.read(REPO / 'setup.cfg')
+    assert module in extras['extras']['simulate']
 
 
 @pytest.mark.skipif(not SHARED_TRACE.exists(), reason='the shared trace is not here')
