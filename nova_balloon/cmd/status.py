@@ -19,6 +19,15 @@ from nova_balloon.flavor_policy import PolicyFile
 from nova_balloon.model import mib
 from nova_balloon.virt.driver import DriverUnavailable
 
+# The reason nova_balloon.virt.libvirt.domain_xml gives a guest without a balloon.
+NO_BALLOON = 'no balloon device'
+# Nova gives a guest memballoon model 'none' when this is <= 0: when no guest
+# has a balloon, that setting is the likely cause, so status names it.
+NO_BALLOON_ANYWHERE = (
+    "note: no guest has a balloon device; Nova adds none while nova-compute's "
+    '[libvirt] mem_stats_period_seconds <= 0: set it above 0 (default 10), restart '
+    'nova-compute, then hard-reboot the guests')
+
 COLUMNS = (('name', 'NAME'), ('uuid', 'UUID'), ('flavor', 'FLAVOR'),
            ('ceiling_mb', 'CEILING'), ('floor_mb', 'FLOOR'), ('balloon_mb', 'BALLOON'),
            ('target_mb', 'TARGET'), ('usable_mb', 'USABLE'), ('state', 'STATE'),
@@ -102,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         if libvirt_error:
             print(f'libvirt: unreachable: {libvirt_error}')
         print(_table(rows))
+        if rows and all((row['reason'] or '').startswith(NO_BALLOON) for row in rows):
+            print(NO_BALLOON_ANYWHERE)
     return 1 if libvirt_error else 0
-
 
 
 def add_parser(subparsers: Any) -> None:
