@@ -36,9 +36,9 @@ if [[ ! -x .venv/bin/python ]]; then
     log "creating the virtualenv .venv"
     "${PYTHON:-python3}" -m venv .venv
 fi
-log "installing nova-balloon and its test requirements into .venv"
+log "installing nova-balloon, its test and docs requirements into .venv"
 .venv/bin/pip install -q --disable-pip-version-check \
-    -r requirements.txt -r test-requirements.txt -e .
+    -r requirements.txt -r test-requirements.txt -r doc/requirements.txt -e .
 
 bash tools/build-guest-image.sh "$REPO_ROOT/build/guest"
 bash tools/start-libvirtd.sh
