@@ -4,8 +4,8 @@
 # Output (OUTDIR, default build/guest under the repo root):
 #   vmlinuz         this machine's Debian cloud kernel
 #   initramfs.img   gzip'd newc cpio: busybox-static, /init (tools/guest/init),
-#                   the virtio balloon driver modules and memhog
-#                   (tools/guest/memhog.c, static)
+#                   the virtio balloon driver modules, memhog and memlow
+#                   (tools/guest/memhog.c and memlow.c, static)
 # The guest boots from kernel+initramfs only (rdinit=/init), needs no disk
 # and no network, and is rebuilt only when an input changed.
 #
@@ -65,7 +65,7 @@ for mod in "${MODULES[@]}"; do
 done
 
 INPUTS=("$KERNEL" "${MOD_FILES[@]}" "$BUSYBOX" "$GUEST_SRC/init"
-    "$GUEST_SRC/memhog.c" "$REPO_ROOT/tools/build-guest-image.sh")
+    "$GUEST_SRC/memhog.c" "$GUEST_SRC/memlow.c" "$REPO_ROOT/tools/build-guest-image.sh")
 VMLINUZ="$OUTDIR/vmlinuz"
 INITRAMFS="$OUTDIR/initramfs.img"
 MANIFEST="$OUTDIR/inputs.txt"
@@ -120,8 +120,10 @@ for i in "${!MODULES[@]}"; do
     esac
 done
 
-gcc -static -O2 -Wall -Wextra -o "$ROOT/bin/memhog" "$GUEST_SRC/memhog.c"
-strip "$ROOT/bin/memhog" 2>/dev/null || true
+for tool in memhog memlow; do
+    gcc -static -O2 -Wall -Wextra -o "$ROOT/bin/$tool" "$GUEST_SRC/$tool.c"
+    strip "$ROOT/bin/$tool" 2>/dev/null || true
+done
 
 (
     cd "$ROOT"

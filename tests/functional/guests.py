@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Self, TypeVar, overload
 
 import libvirt
+from lxml import etree
 
 _T = TypeVar("_T")
 
@@ -99,8 +100,8 @@ def _balloon_config(model: str, period: int | None, autodeflate: bool) -> Any:
     """Nova's LibvirtConfigMemoryBalloon, with autodeflate switchable.
 
     nova 34's class always writes autodeflate='on' and
-    freePageReporting='on'; tests of the no-autodeflate case (e.g. older
-    nova, or operators patching it) need 'off'.
+    freePageReporting='on'; ``autodeflate=False`` writes neither, as Nova
+    before 34 did (QEMU's defaults: both off).
     """
     vconfig = _vconfig()
 
@@ -108,7 +109,8 @@ def _balloon_config(model: str, period: int | None, autodeflate: bool) -> Any:
         def format_dom(self) -> Any:
             dev = super().format_dom()
             if not autodeflate:
-                dev.set("autodeflate", "off")
+                for attribute in ("autodeflate", "freePageReporting"):
+                    dev.attrib.pop(attribute, None)
             return dev
 
     balloon = MemoryBalloon()
@@ -189,6 +191,7 @@ def nova_domain_xml(
     hugepages: bool | int = False,
     locked: bool = False,
     with_nova_metadata: bool = True,
+    extra_specs_in_metadata: bool = True,
     display_name: str | None = None,
     flavor_id: str | None = None,
     cmdline: str = GUEST_CMDLINE,
@@ -206,6 +209,9 @@ def nova_domain_xml(
     hw:locked_memory / realtime guests.
     ``console_log``: also have virtlogd copy the console to this file, as
     nova does for its console logs.
+    ``extra_specs_in_metadata=False``: metadata as Nova before 2025.2 wrote
+    it, without the flavor's extra specs (the agent then reads the flavor's
+    balloon keys from ``[balloon] flavor_policy_file``).
     """
     vconfig = _vconfig()
     memory_kib = memory_mib * 1024
@@ -284,7 +290,12 @@ def nova_domain_xml(
     guest.add_device(serial)
 
     guest.add_device(_balloon_config(balloon_model, stats_period, autodeflate))
-    return str(guest.to_xml())
+    if extra_specs_in_metadata:
+        return str(guest.to_xml())
+    root = guest.format_dom()
+    for specs in root.iter("{http://openstack.org/xmlns/libvirt/nova/1.1}extraSpecs"):
+        specs.getparent().remove(specs)
+    return str(etree.tostring(root, encoding="unicode", pretty_print=True))
 
 
 class GuestConsole:

@@ -6,11 +6,15 @@
  * the agent's reaction to memory pressure (and the guest OOM killer) can be
  * provoked on purpose.  Every page is written, so it is really resident.
  *
- * Usage: memhog --mib N --rate R [--hold SECONDS]
+ * Usage: memhog --mib N --rate R [--hold SECONDS] [--file PATH]
  *   --mib N       MiB of anonymous memory to allocate and touch
  *   --rate R      MiB per second (0: as fast as possible)
  *   --hold S      seconds to hold the memory after touching it
  *                 (default: forever, until killed)
+ *   --file PATH   write the N MiB into this file instead (in a tmpfs the
+ *                 pages stay used until the file is removed, whatever
+ *                 happens to memhog: the page-cache fill of the reaction
+ *                 benchmark)
  *
  * Prints "memhog: touched X/N MiB" progress lines, "memhog: holding N MiB"
  * once all is resident and "memhog: done" before exiting 0.  SIGTERM and
@@ -18,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +65,8 @@ static void sleep_until(double deadline)
 
 static void usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s --mib N --rate R [--hold SECONDS]\n", prog);
+	fprintf(stderr, "usage: %s --mib N --rate R [--hold SECONDS] [--file PATH]\n",
+		prog);
 	exit(2);
 }
 
@@ -83,6 +89,8 @@ static double parse_number(const char *prog, const char *opt, const char *val)
 int main(int argc, char **argv)
 {
 	double mib = -1, rate = -1, hold = -1;
+	const char *path = NULL;
+	int fd = -1;
 	long page = sysconf(_SC_PAGESIZE);
 	unsigned long total, done_mib, i;
 	double start, last_report;
@@ -97,6 +105,8 @@ int main(int argc, char **argv)
 			rate = parse_number(argv[0], argv[a], argv[a + 1]), a++;
 		else if (strcmp(argv[a], "--hold") == 0)
 			hold = parse_number(argv[0], argv[a], argv[a + 1]), a++;
+		else if (strcmp(argv[a], "--file") == 0 && a + 1 < argc)
+			path = argv[++a];
 		else
 			usage(argv[0]);
 	}
@@ -114,22 +124,38 @@ int main(int argc, char **argv)
 		printf("memhog: holding 0 MiB\nmemhog: done\n");
 		return 0;
 	}
-	mem = mmap(NULL, total * MIB, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (mem == MAP_FAILED) {
-		fprintf(stderr, "memhog: mmap %lu MiB: %s\n", total,
-			strerror(errno));
-		return 1;
+	if (path != NULL) {
+		/* One MiB buffer written again and again into the file. */
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		mem = malloc(MIB);
+		if (fd < 0 || mem == NULL) {
+			fprintf(stderr, "memhog: %s: %s\n", path, strerror(errno));
+			return 1;
+		}
+	} else {
+		mem = mmap(NULL, total * MIB, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (mem == MAP_FAILED) {
+			fprintf(stderr, "memhog: mmap %lu MiB: %s\n", total,
+				strerror(errno));
+			return 1;
+		}
 	}
-	printf("memhog: allocating %lu MiB at %g MiB/s\n", total, rate);
+	printf("memhog: allocating %lu MiB at %g MiB/s%s%s\n", total, rate,
+	       path ? " into " : "", path ? path : "");
 
 	start = last_report = now();
 	for (done_mib = 0; done_mib < total && !stop_requested; done_mib++) {
-		unsigned char *chunk = mem + done_mib * MIB;
+		unsigned char *chunk = fd < 0 ? mem + done_mib * MIB : mem;
 
 		/* A write per page makes it resident; vary it against KSM. */
 		for (i = 0; i < MIB; i += (unsigned long)page)
 			chunk[i] = (unsigned char)((done_mib + i / page) | 1);
+		if (fd >= 0 && write(fd, chunk, MIB) != (ssize_t)MIB) {
+			fprintf(stderr, "memhog: write %s: %s\n", path,
+				strerror(errno));
+			break;
+		}
 		if (now() - last_report >= 1.0) {
 			printf("memhog: touched %lu/%lu MiB\n", done_mib + 1,
 			       total);
@@ -148,7 +174,12 @@ int main(int argc, char **argv)
 		sleep_until(now() + hold);
 	}
 
-	munmap(mem, total * MIB);
+	if (fd >= 0) {
+		close(fd);	/* the file and its pages stay */
+		free(mem);
+	} else {
+		munmap(mem, total * MIB);
+	}
 	printf("memhog: done\n");
 	return 0;
 }
