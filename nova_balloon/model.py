@@ -145,6 +145,26 @@ class GuestView(NamedTuple):
     deflated_on_oom: bool
     # Why the balloon counts as not responding, or None.
     unresponsive: str | None = None
+    # The guest time of the statistics (libvirt's balloon.last-update, in
+    # seconds): a new value is a new sample. None until the guest reports.
+    sampled_at: int | None = None
+    # This cycle is the first to see the sample: policies observe a guest
+    # once per sample, not once per cycle.
+    new_sample: bool = False
+    # The most the guest can have been using when the sample was taken:
+    # demand_kib, or while the balloon moves, the larger balloon size it had
+    # since the sample less its free memory. None without usable statistics.
+    demand_bound_kib: int | None = None
+    # How fast demand rose between the last two samples, per second of guest
+    # time; 0 when it held, fell or is not known.
+    demand_rate_kib_s: float = 0.0
+    # The smaller of the last two such rates: a guest filling its memory.
+    trend_rate_kib_s: float = 0.0
+    # The statistics period the guest has from this cycle on.
+    stats_period_s: int = 10
+    # Seconds from the sample until a correction that the next sample
+    # prompts can take effect: the stats period, a cycle and a balloon move.
+    reaction_s: float = 0.0
 
 
 class Action(enum.Enum):

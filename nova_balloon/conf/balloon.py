@@ -232,22 +232,22 @@ holds the guest's recent peak, so a small buffer is enough.
 
 Related options:
 
-* ``demand_half_life_cycles``: how long the estimate holds a peak.
+* ``demand_half_life``: how long the estimate holds a peak.
 """),
-    cfg.IntOpt('demand_half_life_cycles',
-               default=48,
+    cfg.IntOpt('demand_half_life',
+               default=480,
                min=1,
                help="""
 Adaptive policy: how slowly a guest's demand estimate falls back after a
-peak, in control cycles: the part of the estimate above the current demand
-halves every this many cycles. It rises to a new peak at once. The room kept
-for a guest's largest recent jump in demand halves every twice this many. Counted in
-cycles, not seconds, so that an agent that looks more often also forgets
-sooner, on the same number of observations.
+peak, in seconds of the guest's statistics (from one sample's
+``last-update`` to the next): the part of the estimate above the current
+demand halves every this many seconds. It rises to a new peak at once. The
+room kept for a guest's largest recent jump in demand halves every twice
+this long. Counted between samples, not cycles, so that how often the
+agent looks changes nothing.
 
-Related options:
-
-* ``interval``: the length of a cycle.
+Replaces ``demand_half_life_cycles`` (48 cycles of the simulator's 10 s are
+the default 480 s).
 """),
     cfg.FloatOpt('idle_tax_percent',
                  default=75.0,

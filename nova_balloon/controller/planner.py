@@ -39,6 +39,9 @@ STALE_AFTER_PERIODS = 2
 # QEMU reports balloon size changes at most once a second (event throttling),
 # so libvirt's balloon size can be this late.
 BALLOON_REPORT_LAG_S = 1.0
+# How long a balloon takes to move once its target is set, as the agent
+# plans its reactions: a second covers a few hundred MiB on a loaded host.
+BALLOON_MOVE_S = 1.0
 CRITICAL_SHRINK_FACTOR = 4
 
 
@@ -94,6 +97,15 @@ class GuestMemory(NamedTuple):
     # Until when the balloon is treated as unresponsive, and why.
     unresponsive_until: float | None = None
     unresponsive: str | None = None
+    # The last statistics sample observed (GuestView.sampled_at), the demand
+    # it showed (GuestView.demand_bound_kib) and the rates as of it.
+    sampled_at: int | None = None
+    sample_demand_kib: int | None = None
+    demand_rate_kib_s: float = 0.0
+    trend_rate_kib_s: float = 0.0
+    # The largest balloon size seen since that sample was observed: what the
+    # guest may have had when the next sample is taken.
+    actual_high_kib: int | None = None
 
 
 class Classified(NamedTuple):
@@ -288,7 +300,56 @@ def _unresponsive(sample: GuestSample, actual: int, memory: GuestMemory | None,
     return unresponsive_reason(
         now=now, actual_kib=actual, target_kib=memory.target_kib if memory else None,
         target_set_at=memory.target_set_at if memory else None, actual_since=since,
-        stats_age_s=sample.stats_age_s, after_s=settings.unresponsive_after_s)
+        stats_age_s=sample.stats_age_s, after_s=settings.unresponsive_after_s,
+        ever_sampled=memory is not None and memory.sampled_at is not None)
+
+
+class SampleView(NamedTuple):
+    """What the planner makes of a guest's statistics sample (see GuestView)."""
+
+    new_sample: bool
+    demand_bound_kib: int | None
+    demand_rate_kib_s: float
+    trend_rate_kib_s: float
+
+
+def observe_sample(sampled_at: int | None, usable: int | None, actual: int,
+                   demand: int | None, memory: GuestMemory | None) -> SampleView:
+    """Demand and its rates, from each sample once, in seconds of guest time.
+
+    A guest refreshes its statistics every stats period, whatever the cycle:
+    a 10 s period seen by a 2 s cycle is one sample seen five times, not four
+    flat looks and a jump. While the balloon moves, the sample still bounds
+    the demand from above: the balloon was at most the largest size seen
+    since the last sample, or the target it grows to (libvirt learns of a
+    move up to a second late, after the guest's statistics may show it).
+    While a shrink is under way, that bound is the size before it: the
+    guest's free memory already shows the shrink, libvirt's size not yet. So
+    such a sample waits for one taken once the balloon settled; the safety
+    rules left the guest its headroom when they let the shrink through.
+    """
+    last = memory if memory is not None and memory.sampled_at is not None else None
+    high = actual
+    if last is not None and last.actual_high_kib is not None and last.actual_high_kib > actual:
+        high = last.actual_high_kib
+    target = memory.target_kib if memory is not None else None
+    shrinking = demand is None and target is not None and target + SETTLE_TOLERANCE_KIB < high
+    if usable is None or sampled_at is None or shrinking or (
+            last is not None and last.sampled_at == sampled_at):
+        if last is None:
+            return SampleView(False, None, 0.0, 0.0)
+        bound = last.sample_demand_kib if usable is not None else None
+        return SampleView(False, bound, last.demand_rate_kib_s, last.trend_rate_kib_s)
+    bound = demand
+    if bound is None:
+        bound = (target if target is not None and target > high else high) - usable
+    if last is None or last.sample_demand_kib is None or last.sampled_at is None or \
+            sampled_at <= last.sampled_at:
+        return SampleView(True, bound, 0.0, 0.0)
+    rise = bound - last.sample_demand_kib
+    rate = rise / (sampled_at - last.sampled_at) if rise > 0 else 0.0
+    before = last.demand_rate_kib_s
+    return SampleView(True, bound, rate, min(rate, before) if rate > 0 and before > 0 else 0.0)
 
 
 def make_view(item: Classified, memory: GuestMemory | None, since: float, settings: Settings,
@@ -307,15 +368,21 @@ def make_view(item: Classified, memory: GuestMemory | None, since: float, settin
     usable = stats.usable_kib if _valid_stats(stats) else None
     age = sample.stats_age_s
     moving = age is None or now - age <= since + BALLOON_REPORT_LAG_S
+    demand = actual - usable if usable is not None and not moving else None
+    seen = observe_sample(stats.last_update, usable, actual, demand, memory)
+    period = stats_period_for(actual, facts.max_memory_kib, usable, seen.demand_rate_kib_s,
+                              facts.stats_period_s, settings)
+    cycle = settings.fast_stats_period_s if period < settings.stats_period_s else \
+        settings.interval_s
     fields = (  # GuestView's, in their order.
         facts.uuid, facts.name, facts.max_memory_kib, item.floor_kib, item.policy.shares,
-        actual, target, usable,
-        actual - usable if usable is not None and not moving else None,  # demand_kib
+        actual, target, usable, demand,
         stats.swap_in_kib, stats.major_faults, stats_fresh(sample, settings), moving,
         # deflated_on_oom:
         target is not None and previous_actual is not None
         and actual > target + SETTLE_TOLERANCE_KIB and actual > previous_actual,
-        _unresponsive(sample, actual, memory, since, settings, now))
+        _unresponsive(sample, actual, memory, since, settings, now),
+        stats.last_update, *seen, period, period + cycle + BALLOON_MOVE_S)
     return GuestView(*fields) if memo is None else memo.view(fields)
 
 
@@ -356,9 +423,8 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
             proposed = proposals.get(uuid)
             decision = guard(view, proposed, limits) if memo is None else \
                 memo.guard(view, proposed, limits)
-            current_period = item.sample.facts.stats_period_s
-            period = stats_period_for(view, current_period, settings)
-            if period != current_period:
+            period = view.stats_period_s
+            if period != item.sample.facts.stats_period_s:
                 periods[uuid] = period
             if period < settings.stats_period_s:
                 closely = True
@@ -369,18 +435,21 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
     return Plan(decisions, classified, views, new_memory, critical, periods, closely)
 
 
-def stats_period_for(view: GuestView, current_s: int | None, settings: Settings) -> int:
-    """Shrunk guests short of free memory (or of unknown free memory) are watched closely.
+def stats_period_for(actual_kib: int, ceiling_kib: int, usable_kib: int | None,
+                     demand_rate_kib_s: float, current_s: int | None,
+                     settings: Settings) -> int:
+    """Shrunk guests whose demand rises, or that are short of free memory (or of
+    unknown free memory), are watched closely; the others keep the slow period.
 
     A watched guest goes back to the slow period only with half as much free
     memory again, so a guest near the line does not flip every cycle.
     """
     slow = settings.stats_period_s
-    if view.actual_kib >= view.ceiling_kib - SETTLE_TOLERANCE_KIB:
+    if actual_kib >= ceiling_kib - SETTLE_TOLERANCE_KIB:
         return slow  # Nothing to give back: no use watching.
     fast = settings.fast_stats_period_s if settings.fast_stats_period_s < slow else slow
     line = settings.fast_free_kib * 3 // 2 if current_s == fast else settings.fast_free_kib
-    if view.usable_kib is None or view.usable_kib < line:
+    if usable_kib is None or usable_kib < line or demand_rate_kib_s > 0:
         return fast
     return slow
 
@@ -404,10 +473,26 @@ def _remember(item: Classified, remembered: GuestMemory | None, decision: Decisi
         until = now + settings.unresponsive_retry_s
     actual = item.sample.stats.actual_kib
     set_at = now if changed else (remembered.target_set_at if remembered else None)
-    fields = (target, actual, shrunk, since, set_at, until, reason)  # GuestMemory's order
+    fields = (target, actual, shrunk, since, set_at, until, reason,  # GuestMemory's order
+              *_sample_memory(remembered, view))
     if remembered is not None and remembered == fields:
         return remembered
     return new_record(GuestMemory, fields)
+
+
+def _sample_memory(remembered: GuestMemory | None,
+                   view: GuestView | None) -> tuple[Any, ...]:
+    """GuestMemory's sample fields: the view's sample once observed, else as they were."""
+    if view is not None and view.new_sample:
+        return (view.sampled_at, view.demand_bound_kib, view.demand_rate_kib_s,
+                view.trend_rate_kib_s, view.actual_kib)
+    if remembered is None:
+        return (None, None, 0.0, 0.0, None)
+    high = remembered.actual_high_kib
+    if view is not None and (high is None or view.actual_kib > high):
+        high = view.actual_kib
+    return (remembered.sampled_at, remembered.sample_demand_kib,
+            remembered.demand_rate_kib_s, remembered.trend_rate_kib_s, high)
 
 
 def _ignored_decision(item: Classified, remembered: GuestMemory | None) -> Decision:

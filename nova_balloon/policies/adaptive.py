@@ -6,12 +6,21 @@ memory withheld leaves a guest short until the agent catches up, and memory
 given comes back slowly. Each cycle the policy plans every guest from what it
 has seen of it, fits the plan to the host, then paces the growth:
 
+* **Once per sample, in guest time**: the policy looks at a guest when it
+  reports new statistics, whatever the cycle, and counts rates and
+  half-lives in seconds between its samples.
 * **Grow fast, shrink slowly** (as ESXi's active-memory estimate): a guest's
   demand estimate rises to its demand at once and falls back by half every
-  ``[balloon] demand_half_life_cycles`` cycles, so a guest whose demand keeps
-  returning to a peak keeps the memory for it. A demand that rose in two
-  looks in a row is a trend (a guest filling its memory): the estimate looks
-  one cycle ahead along it.
+  ``[balloon] demand_half_life`` seconds, so a guest whose demand keeps
+  returning to a peak keeps the memory for it.
+* **Cover the ramp until the next correction lands**: a guest whose demand
+  rose in its last two samples is filling its memory. Reacting to what it
+  uses now is too late: the next sample, the next cycle and the balloon's
+  move all come before more memory does. So it gets what the ramp, at the
+  slower of its last two rates, will use in that time. After a single rise
+  it gets the same when its free memory would not last that long, if the
+  agent watches it closely: a rise over a second is a rate, a rise over a
+  slow period may as well be a jump that is over.
 * **Room for the next surge**: a guest whose demand once jumped is likely to
   jump again, and no reaction beats a jump: statistics show it late and a
   balloon deflates at a bounded rate. A guest wants its estimate plus half
@@ -58,8 +67,9 @@ from nova_balloon.safety import SafetyLimits, guard_target
 # A guest with less free memory than this share of its size is short: it is
 # about to swap, if it does not already.
 SHORT_FREE_FRACTION = 0.02
-# How many cycles ahead the estimate follows a trend.
-TREND_LOOKAHEAD_CYCLES = 1
+# A single rise may be the first part of a ramp, begun at any moment since the
+# sample before it: the ramp's rate may be up to this many times the rise's.
+FIRST_RISE_MARGIN = 2
 # The share of a guest's largest recent jump in demand that it keeps free, and
 # how many demand half-lives it takes to forget half of that jump.
 SURGE_SHARE = 0.5
@@ -105,13 +115,12 @@ class Seen(NamedTuple):
     A tuple, as a Decision, for the same reason: one per guest per cycle.
     """
 
-    seen_at: float
+    # The guest time of the sample (GuestView.sampled_at).
+    sampled_at: int | None
     demand_kib: int
     estimate_kib: float
-    # How much demand rose since the look before (negative: it fell).
+    # How much demand rose since the sample before (negative: it fell).
     rise_kib: int
-    # The smaller of the last two rises when both were rises, else 0.
-    trend_kib: int
     # The largest rise, fading by half every SURGE_HALF_LIVES demand half-lives.
     surge_kib: float
     swap_in_kib: int | None
@@ -129,44 +138,61 @@ def current_target(guest: GuestView) -> int:
     return guest.target_kib if guest.target_kib is not None else guest.actual_kib
 
 
-def observe(guest: GuestView, before: Seen | None, decay: float, surge_decay: float,
-            now: float) -> Seen:
-    """Update what the policy knows of a guest with usable statistics."""
-    assert guest.usable_kib is not None
-    demand = guest.demand_kib
-    if demand is None:
-        # The balloon is moving: its size lies between what libvirt reports
-        # and the target; assume the larger, so that the guest is never short.
-        demand = max(guest.actual_kib, current_target(guest)) - guest.usable_kib
+def observe(guest: GuestView, before: Seen | None, half_life_s: float) -> Seen:
+    """What the policy knows of a guest with usable statistics, after a new sample.
+
+    The estimate's excess over the demand halves every ``half_life_s``
+    seconds of guest time between the samples; the largest surge every
+    SURGE_HALF_LIVES of them.
+    """
+    assert guest.usable_kib is not None and guest.demand_bound_kib is not None, guest
+    # While the balloon moves, the most the guest can have used: never short.
+    demand = guest.demand_bound_kib
+    elapsed = 0.0
+    if before is not None and before.sampled_at is not None and guest.sampled_at is not None:
+        elapsed = float(guest.sampled_at - before.sampled_at)
     swap_rate = 0.0
     if before is not None and before.swap_in_kib is not None and \
-            guest.swap_in_kib is not None and now > before.seen_at:
+            guest.swap_in_kib is not None and elapsed > 0:
         swapped_in = guest.swap_in_kib - before.swap_in_kib
         if swapped_in > 0:
-            swap_rate = swapped_in / (now - before.seen_at)
+            swap_rate = swapped_in / elapsed
     if guest.deflated_on_oom or swap_rate or \
             guest.usable_kib < SHORT_FREE_FRACTION * guest.actual_kib:
         demand = max(demand, int(guest.actual_kib + swap_rate))
     if before is None:
-        return new_record(Seen, (now, demand, demand, 0, 0, 0.0, guest.swap_in_kib))
+        return Seen(guest.sampled_at, demand, demand, 0, 0.0, guest.swap_in_kib)
+    decay = 0.5 ** (elapsed / half_life_s) if elapsed > 0 else 1.0
     rise = demand - before.demand_kib
     above = before.estimate_kib - demand
-    surge = before.surge_kib * surge_decay
-    return new_record(Seen, (now, demand,
-                             demand + above * decay if above > 0 else demand,
-                             rise,
-                             (rise if rise < before.rise_kib else before.rise_kib)
-                             if rise > 0 and before.rise_kib > 0 else 0,
-                             rise if rise > surge else surge,
-                             guest.swap_in_kib))
+    surge = before.surge_kib * decay ** (1 / SURGE_HALF_LIVES)
+    return Seen(guest.sampled_at, demand, demand + above * decay if above > 0 else demand,
+                rise, rise if rise > surge else surge, guest.swap_in_kib)
 
 
-def need_of(guest: GuestView, seen: Seen, buffer_fraction: float) -> Need:
+def ramp_room(guest: GuestView, watched_closely: bool) -> float:
+    """What the guest's rising demand will use before a correction can land.
+
+    The trend's rate over ``reaction_s``; after a single rise in a guest
+    watched closely, its rate when the free memory would not last that long
+    (growth for every rise would hand memory to noise).
+    """
+    room = guest.trend_rate_kib_s * guest.reaction_s
+    if not watched_closely:
+        return room
+    rise_room = FIRST_RISE_MARGIN * guest.demand_rate_kib_s * guest.reaction_s
+    usable = guest.usable_kib if guest.usable_kib is not None else 0
+    return rise_room if rise_room > room and usable < rise_room else room
+
+
+def need_of(guest: GuestView, seen: Seen, buffer_fraction: float,
+            ramp_kib: float = 0.0) -> Need:
     """The least a guest must have now (its demand) and what it wants: its
-    estimate, a cycle ahead along a trend, plus the larger of the buffer and
-    room for half its largest recent surge; both within its bounds."""
+    estimate, or its demand plus ``ramp_kib`` (what a ramp will use until the
+    next correction), plus the larger of the buffer and room for half its
+    largest recent surge; both within its bounds."""
     demand, floor, ceiling = seen.demand_kib, guest.floor_kib, guest.ceiling_kib
-    peak = demand + TREND_LOOKAHEAD_CYCLES * seen.trend_kib
+    peak = demand + ramp_kib
     if seen.estimate_kib > peak:
         peak = seen.estimate_kib
     buffer, surge_room = peak * buffer_fraction, SURGE_SHARE * seen.surge_kib
@@ -202,8 +228,8 @@ class AdaptivePolicy(Policy):
         # Short guests may use the reserve, down to the host's critical level.
         self.host_critical_kib = min(self.host_reserve_kib,
                                      group.host_critical_free_mb * KIB_PER_MIB)
-        self.decay = 0.5 ** (1 / group.demand_half_life_cycles)
-        self.surge_decay = self.decay ** (1 / SURGE_HALF_LIVES)
+        self.half_life_s = float(group.demand_half_life)
+        self.slow_period_s = group.stats_period
         self.idle_cost = 1 / (1 - group.idle_tax_percent / 100)
         self.limits = SafetyLimits.from_conf(group)
         self._seen: dict[str, Seen] = {}
@@ -221,7 +247,7 @@ class AdaptivePolicy(Policy):
         for guest in guests:
             uuid = guest.uuid
             held_kib += guest.actual_kib
-            if guest.usable_kib is None or not guest.stats_fresh or guest.unresponsive:
+            if guest.demand_bound_kib is None or not guest.stats_fresh or guest.unresponsive:
                 # The controller gives an unresponsive guest its ceiling.
                 held_kib -= guest.ceiling_kib if guest.unresponsive else \
                     max(guest.actual_kib, current_target(guest))
@@ -229,9 +255,12 @@ class AdaptivePolicy(Policy):
                 if uuid in before:
                     seen[uuid] = before[uuid]
                 continue
-            look = observe(guest, before.get(uuid), self.decay, self.surge_decay, host.now)
+            look = before.get(uuid)
+            if guest.new_sample or look is None:
+                look = observe(guest, look, self.half_life_s)
             seen[uuid] = look
-            need = needs[uuid] = need_of(guest, look, self.buffer_fraction)
+            ramp = ramp_room(guest, guest.stats_period_s < self.slow_period_s)
+            need = needs[uuid] = need_of(guest, look, self.buffer_fraction, ramp)
             target = steady[uuid] = _steady(guest, need)
             wanted_kib += need.want_kib
             steady_kib += target

@@ -17,9 +17,17 @@ SETTLE_TOLERANCE_KIB = 2 * KIB_PER_MIB
 
 def unresponsive_reason(*, now: float, actual_kib: int, target_kib: int | None,
                         target_set_at: float | None, actual_since: float,
-                        stats_age_s: float | None, after_s: float) -> str | None:
-    """Why the balloon counts as unresponsive now, or None if it responds."""
+                        stats_age_s: float | None, after_s: float,
+                        ever_sampled: bool = True) -> str | None:
+    """Why the balloon counts as unresponsive now, or None if it responds.
+
+    A guest that never reported statistics is waiting for them (it may be
+    booting, its balloon driver not loaded yet) for ``after_s`` from when
+    the agent first saw its balloon at its size, not unresponsive.
+    """
     if stats_age_s is None:
+        if not ever_sampled and now - actual_since <= after_s:
+            return None
         return 'the guest reports no balloon statistics'
     if stats_age_s > after_s:
         return f'balloon statistics frozen for {stats_age_s:.0f} s'

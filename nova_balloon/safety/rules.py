@@ -13,7 +13,8 @@ The agent believes a shrink is safe only if all of these hold:
 6. the shrink is at most ``max_shrink`` below what the guest has now: the
    larger of a fixed step and a share of the guest's size.
 
-Growth needs only rule 1 and is applied at once. A guest whose balloon does
+A target below what the guest has or below the target it is growing to is a
+shrink. Growth needs only rule 1 and is applied at once. A guest whose balloon does
 not respond (see responsiveness.py) is given its ceiling back and left there.
 Changes inside the dead band are dropped, unless they grow a guest that is
 short of memory.
@@ -95,10 +96,13 @@ def _rule(guest: GuestView, proposed_kib: int | None,
     target = min(ceiling, max(floor, wanted))
     notes: tuple[Note, ...] = (('proposed {} MiB, bounds [{}, {}] MiB', wanted, floor, ceiling),)
 
+    if guest.sampled_at is None and guest.usable_kib is None and guest.unresponsive is None:
+        notes += (('waiting for the guest\'s first balloon statistics',),)
     if guest.unresponsive is not None:
         target = ceiling
         notes += (('unresponsive: {}; full memory given back', guest.unresponsive),)
-    elif target < actual:
+    elif target < actual or target < current:
+        # Below what the guest has or is growing to: a shrink, either way.
         blocker = _shrink_blocker(guest)
         if blocker is not None:
             # Neither below what the guest has nor below a growth under way.

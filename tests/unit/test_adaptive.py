@@ -10,7 +10,15 @@ from oslo_config import cfg
 from nova_balloon.conf import balloon
 from nova_balloon.model import GuestView, HostSnapshot
 from nova_balloon.policies import Policy
-from nova_balloon.policies.adaptive import AdaptivePolicy, Need, Seen, need_of, observe, share_out
+from nova_balloon.policies.adaptive import (
+    AdaptivePolicy,
+    Need,
+    Seen,
+    need_of,
+    observe,
+    ramp_room,
+    share_out,
+)
 from nova_balloon.safety import guard
 from tests.unit.test_safety import guests as safety_guests
 
@@ -126,13 +134,17 @@ def host(available: int = 32 * GiB, now: float = 100.0) -> HostSnapshot:
 
 
 def guest(uuid: str = 'u1', actual: int = 4 * GiB, usable: int | None = 3 * GiB,
-          **kw) -> GuestView:
-    """A 4 GiB guest with floor 1 GiB; demand is actual - usable."""
+          at: int = 100, **kw) -> GuestView:
+    """A 4 GiB guest with floor 1 GiB; demand is actual - usable; a new sample
+    taken at guest time ``at``, the slow 10 s stats period."""
+    demand = None if usable is None else actual - usable
     fields = dict(uuid=uuid, name=uuid, ceiling_kib=4 * GiB, floor_kib=1 * GiB, shares=1000,
                   actual_kib=actual, target_kib=None, usable_kib=usable,
-                  demand_kib=None if usable is None else actual - usable, swap_in_kib=0,
+                  demand_kib=demand, swap_in_kib=0,
                   major_faults=0, stats_fresh=True, balloon_moving=False,
-                  deflated_on_oom=False)
+                  deflated_on_oom=False, sampled_at=None if usable is None else at,
+                  new_sample=usable is not None, demand_bound_kib=demand,
+                  stats_period_s=10, reaction_s=13.0)
     fields.update(kw)
     return GuestView(**fields)
 
@@ -163,12 +175,12 @@ def test_buffer_percent_option(make_conf):
     assert policy.propose(host(), [using(1 * GiB)]) == {'u1': 1536 * MiB}
 
 
-def looks(*demands: int, decay: float = 0.5, surge_decay: float = 0.5) -> list[Seen]:
-    """What the policy makes of a 4 GiB guest's demands, one look every 10 s."""
+def looks(*demands: int, half_life_s: float = 10.0) -> list[Seen]:
+    """What the policy makes of a 4 GiB guest's demands, one sample every 10 s."""
     seen: list[Seen] = []
     for i, demand in enumerate(demands):
-        seen.append(observe(using(demand), seen[-1] if seen else None, decay, surge_decay,
-                            now=100.0 + 10 * i))
+        seen.append(observe(using(demand, at=100 + 10 * i), seen[-1] if seen else None,
+                            half_life_s))
     return seen
 
 
@@ -179,21 +191,31 @@ def test_estimate_rises_at_once_and_falls_back_by_half_each_half_life():
     assert estimates == [1 * GiB, 3 * GiB, 2 * GiB, 1.5 * GiB]
 
 
-def test_largest_surge_is_remembered_and_fades_by_half_each_half_life():
-    # Rises of 2 GiB, then -2 GiB, then 0: the 2 GiB surge halves each look;
+def test_largest_surge_is_remembered_and_fades_by_half_each_two_half_lives():
+    # Half-life 5 s, samples 10 s apart: the 2 GiB surge halves each sample;
     # a smaller rise (256 MiB) does not replace the faded one (512 MiB).
-    surges = [s.surge_kib for s in looks(1 * GiB, 3 * GiB, 1 * GiB, 1 * GiB, 1280 * MiB)]
+    surges = [s.surge_kib for s in looks(1 * GiB, 3 * GiB, 1 * GiB, 1 * GiB, 1280 * MiB,
+                                         half_life_s=5.0)]
     assert surges == [0, 2 * GiB, 1 * GiB, 512 * MiB, 256 * MiB]
-    surges = [s.surge_kib for s in looks(1 * GiB, 3 * GiB, 1 * GiB, 1 * GiB, 1792 * MiB)]
+    surges = [s.surge_kib for s in looks(1 * GiB, 3 * GiB, 1 * GiB, 1 * GiB, 1792 * MiB,
+                                         half_life_s=5.0)]
     assert surges[-1] == 768 * MiB
+
+
+def test_decay_counts_guest_time_between_samples_not_looks():
+    # The same sample seen again changes nothing; 20 s later, two half-lives.
+    first = observe(using(3 * GiB, at=100), None, 10.0)
+    again = observe(using(1 * GiB, at=120), first, 10.0)
+    assert again.estimate_kib == 1 * GiB + 2 * GiB / 4
 
 
 def test_want_is_estimate_plus_the_larger_of_buffer_and_half_the_surge():
     g = using(1 * GiB)
     # 3 GiB after a surge of 2 GiB: 3 + 1 GiB beats 3 GiB + 5 %; the ceiling caps it.
     assert need_of(g, looks(1 * GiB, 3 * GiB)[-1], 0.05).want_kib == 4 * GiB
-    # After it (estimate 2 GiB, surge 1 GiB with these decays): 2 + 0.5 GiB.
-    assert need_of(g, looks(1 * GiB, 3 * GiB, 1 * GiB)[-1], 0.05).want_kib == 2560 * MiB
+    # After it, with a 5 s half-life (estimate 1.5 GiB, surge 1 GiB): 1.5 + 0.5 GiB.
+    seen = looks(1 * GiB, 3 * GiB, 1 * GiB, half_life_s=5.0)[-1]
+    assert need_of(g, seen, 0.05).want_kib == 2048 * MiB
     # No surge: the buffer, 5 %; the least is the demand, not below the floor.
     steady = need_of(g, looks(512 * MiB, 512 * MiB)[-1], 0.05)
     assert (steady.least_kib, steady.want_kib) == (1 * GiB, 1 * GiB)
@@ -201,12 +223,26 @@ def test_want_is_estimate_plus_the_larger_of_buffer_and_half_the_surge():
     assert (steady.least_kib, steady.want_kib) == (2 * GiB, int(2 * GiB * 1.05))
 
 
-def test_two_rises_in_a_row_are_a_trend_followed_one_cycle_ahead():
-    seen = looks(1 * GiB, 1536 * MiB, 1792 * MiB, surge_decay=1.0)
-    # One rise is no trend; rises of 512 and 256 MiB: trend 256 MiB.
-    assert [s.trend_kib for s in seen] == [0, 0, 256 * MiB]
-    # 1792 + 256 = 2048 MiB, + half the 512 MiB surge: 2304 MiB (more than + 5 %).
-    assert need_of(using(1 * GiB), seen[-1], 0.05).want_kib == 2304 * MiB
+def test_a_trend_is_covered_until_the_next_correction_lands():
+    # Rising 25 MiB/s (the slower of the last two rates), 3 s until a
+    # correction lands: 75 MiB on top of the demand, then the 5 % buffer.
+    g = using(1 * GiB, actual=2 * GiB, trend_rate_kib_s=25 * MiB, demand_rate_kib_s=40 * MiB,
+              reaction_s=3.0)
+    assert ramp_room(g, watched_closely=False) == 75 * MiB
+    seen = looks(1 * GiB)[-1]
+    assert need_of(g, seen, 0.05, ramp_room(g, False)).want_kib == int(1099 * MiB * 1.05)
+
+
+@pytest.mark.parametrize('usable_mib, watched, room_mib', [
+    (200, True, 240),   # 200 MiB free lasts less than 2 x 3 s at 40 MiB/s: 240 MiB
+    (250, True, 0),     # it lasts: no growth for one rise
+    (100, False, 0),    # a rise over a slow period may be a jump that is over
+])
+def test_a_single_rise_counts_when_free_memory_would_not_last(usable_mib, watched,
+                                                              room_mib):
+    g = guest(actual=2 * GiB, usable=usable_mib * MiB, demand_rate_kib_s=40 * MiB,
+              reaction_s=3.0)
+    assert ramp_room(g, watched) == room_mib * MiB
 
 
 def test_guest_with_almost_no_free_memory_uses_all_it_has(make_conf):
@@ -222,8 +258,18 @@ def test_swap_in_rate_adds_to_what_a_guest_has(make_conf):
     # demand plus half that rise (more than the 5 % buffer): 2778725 KiB.
     policy = AdaptivePolicy(make_conf())
     policy.propose(host(now=100), [guest(actual=2 * GiB, usable=1 * GiB)])
-    swapping = guest(actual=2 * GiB, usable=1 * GiB, swap_in_kib=1 * GiB)
+    swapping = guest(actual=2 * GiB, usable=1 * GiB, swap_in_kib=1 * GiB, at=110)
     assert policy.propose(host(now=110), [swapping]) == {'u1': 2778725}
+
+
+def test_a_sample_seen_again_is_not_observed_again(make_conf):
+    # The second cycle sees the same sample (no new swap-in since it either):
+    # the policy's view of the guest is the same, so is its proposal.
+    policy = AdaptivePolicy(make_conf())
+    policy.propose(host(now=100), [guest(actual=2 * GiB, usable=1 * GiB)])
+    swapping = guest(actual=2 * GiB, usable=1 * GiB, swap_in_kib=1 * GiB, at=110)
+    first = policy.propose(host(now=110), [swapping])
+    assert policy.propose(host(now=112), [swapping._replace(new_sample=False)]) == first
 
 
 def test_deflated_on_oom_uses_all_it_has(make_conf):
@@ -232,11 +278,11 @@ def test_deflated_on_oom_uses_all_it_has(make_conf):
     assert policy.propose(host(), [g]) == {'u1': 2202009}
 
 
-def test_moving_balloon_counts_at_the_larger_of_size_and_target():
-    # Growing to 3 GiB, reported at 2 GiB with 1 GiB free: demand up to 2 GiB.
+def test_moving_balloon_counts_at_the_planners_bound():
+    # Growing, reported at 2 GiB with 1 GiB free, once 2.5 GiB since the sample.
     g = guest(actual=2 * GiB, usable=1 * GiB, target_kib=3 * GiB, demand_kib=None,
-              balloon_moving=True)
-    assert observe(g, None, 0.5, 0.5, now=100.0).demand_kib == 2 * GiB
+              balloon_moving=True, demand_bound_kib=1536 * MiB)
+    assert observe(g, None, 480.0).demand_kib == 1536 * MiB
 
 
 @pytest.mark.parametrize('target, proposed', [
@@ -297,7 +343,7 @@ def test_growth_comes_out_of_free_memory_short_guests_into_the_reserve(make_conf
     # reserve, 0.8 above the 512 MiB critical level: a short guest may grow 0.8 GiB.
     policy = AdaptivePolicy(make_conf())
     policy.propose(host(now=100), [using(512 * MiB, actual=1 * GiB)])
-    g = using(512 * MiB, actual=1 * GiB, swap_in_kib=10 * GiB)
+    g = using(512 * MiB, actual=1 * GiB, swap_in_kib=10 * GiB, at=110)
     assert policy.propose(host(available=int(1.3 * GiB), now=110), [g]) == \
         {'u1': 1 * GiB + int(0.8 * GiB)}
 
@@ -309,7 +355,7 @@ def test_growth_still_under_way_counts_against_free_memory(make_conf):
     a = using(512 * MiB, actual=1 * GiB, uuid='a')
     b = guest('b', actual=1 * GiB, usable=None, target_kib=3 * GiB)
     policy.propose(host(now=100), [a, b])
-    a = using(512 * MiB, actual=1 * GiB, uuid='a', swap_in_kib=10 * GiB)
+    a = using(512 * MiB, actual=1 * GiB, uuid='a', swap_in_kib=10 * GiB, at=110)
     out = policy.propose(host(available=int(3.5 * GiB), now=110), [a, b])
     # Short growth from 3.5 - 2 - 0.5 (critical) = 1 GiB: a gets its demand.
     assert out == {'a': 2 * GiB}
@@ -324,13 +370,15 @@ def test_unresponsive_and_stale_guests_get_no_proposal_and_keep_their_memory(mak
 
 
 def test_history_survives_staleness_not_absence(make_conf):
-    policy = AdaptivePolicy(make_conf(demand_half_life_cycles=1))
+    policy = AdaptivePolicy(make_conf(demand_half_life=10))
     policy.propose(host(now=100), [using(3 * GiB)])
-    policy.propose(host(now=110), [using(3 * GiB, stats_fresh=False)])
-    # Still remembered: half of the 2 GiB above 1 GiB.
-    assert policy.propose(host(now=120), [using(1 * GiB)]) == {'u1': int(2 * GiB * 1.05)}
+    policy.propose(host(now=110), [using(3 * GiB, stats_fresh=False, new_sample=False)])
+    # Still remembered, 20 s of guest time on: a quarter of the 2 GiB above 1 GiB.
+    assert policy.propose(host(now=120), [using(1 * GiB, at=120)]) == \
+        {'u1': int(1.5 * GiB * 1.05)}
     policy.propose(host(now=130), [])
-    assert policy.propose(host(now=140), [using(1 * GiB)]) == {'u1': int(1 * GiB * 1.05)}
+    assert policy.propose(host(now=140), [using(1 * GiB, at=140)]) == \
+        {'u1': int(1 * GiB * 1.05)}
 
 
 def reference_growth(policy: AdaptivePolicy, guests: list[GuestView],

@@ -478,3 +478,87 @@ def test_settings_from_conf_defaults():
                                     dead_band_kib=16 * MiB)
     assert (s.interval_s, s.stats_period_s, s.fast_stats_period_s) == (2, 10, 1)
     assert s.fast_free_kib == 1024 * MiB
+
+
+# -- once per sample, in guest time -------------------------------------------
+
+def seen_after(memory: GuestMemory | None, *, usable: int, at: int, actual: int = 3 * GiB,
+               age: float = 1.0, since: float = SETTLED) -> GuestView:
+    """The view of a 4 GiB guest at 3 GiB whose sample (taken at guest time ``at``)
+    shows ``usable`` free, after ``memory``."""
+    stats = BalloonStats(actual_kib=actual, usable_kib=usable, unused_kib=usable,
+                         available_kib=actual, swap_in_kib=0, major_faults=0, last_update=at)
+    item = classify(sample(stats=stats, age=age), {}, SETTINGS)
+    return make_view(item, memory, since, SETTINGS, NOW)
+
+
+def after(view: GuestView, memory: GuestMemory | None = None) -> GuestMemory:
+    """What the planner remembers once it held the guest with this view."""
+    decision = planner.guard(view, None, LIMITS)
+    item = classify(sample(stats=BalloonStats(actual_kib=view.actual_kib,
+                                              usable_kib=view.usable_kib,
+                                              last_update=view.sampled_at)), {}, SETTINGS)
+    return planner._remember(item, memory, decision, view, SETTLED, SETTINGS, NOW)
+
+
+def test_rates_are_per_second_of_guest_time_and_a_trend_is_two_rises():
+    first = seen_after(None, usable=2 * GiB, at=100)
+    assert first.new_sample and first.demand_bound_kib == 1 * GiB
+    assert first.demand_rate_kib_s == 0.0
+    # 100 MiB more used in the 2 s between the samples: 50 MiB/s; one rise is no trend.
+    second = seen_after(after(first), usable=2 * GiB - 100 * MiB, at=102)
+    assert second.demand_rate_kib_s == 50 * MiB and second.trend_rate_kib_s == 0.0
+    # Then 30 MiB in 1 s: the trend is the slower of the two, 30 MiB/s.
+    third = seen_after(after(second, after(first)), usable=2 * GiB - 130 * MiB, at=103)
+    assert (third.demand_rate_kib_s, third.trend_rate_kib_s) == (30 * MiB, 30 * MiB)
+
+
+def test_a_sample_seen_again_is_not_new_and_keeps_its_rates():
+    first = seen_after(None, usable=2 * GiB, at=100)
+    second = seen_after(after(first), usable=2 * GiB - 100 * MiB, at=102)
+    again = seen_after(after(second, after(first)), usable=2 * GiB - 100 * MiB, at=102)
+    assert not again.new_sample
+    assert (again.demand_bound_kib, again.demand_rate_kib_s) == (1124 * MiB, 50 * MiB)
+
+
+def test_while_the_balloon_grows_a_sample_bounds_demand_by_the_target():
+    # Growing from 2 GiB to 3 GiB; libvirt may learn of the move after the
+    # guest's statistics show it: the guest may have had up to 3 GiB.
+    memory = GuestMemory(target_kib=3 * GiB, actual_kib=2 * GiB, shrunk=True,
+                         actual_since=NOW, target_set_at=NOW - 2)
+    view = seen_after(memory, usable=1536 * MiB, at=100, actual=2 * GiB, since=NOW)
+    assert view.demand_kib is None and view.new_sample
+    assert view.demand_bound_kib == 3 * GiB - 1536 * MiB
+
+
+def test_while_a_shrink_is_under_way_the_sample_waits_for_the_balloon_to_settle():
+    # Shrinking from 3 GiB to 2 GiB: the guest's free memory may show the
+    # shrink before libvirt's balloon size does; no rise from it.
+    first = after(seen_after(None, usable=2 * GiB, at=100))
+    shrinking = first._replace(target_kib=2 * GiB)
+    view = seen_after(shrinking, usable=1 * GiB, at=102, since=NOW)
+    assert view.demand_kib is None and not view.new_sample
+    assert (view.demand_bound_kib, view.demand_rate_kib_s) == (1 * GiB, 0.0)
+
+
+def test_a_guest_without_statistics_yet_is_waiting_for_them_then_managed():
+    # First seen at NOW - 30 s without statistics: not unresponsive, never shrunk.
+    no_stats = BalloonStats(actual_kib=CEILING)
+    first = plan(HOST, [sample(stats=no_stats, age=None)], FixedPolicy({'u1': 2 * GiB}),
+                 {}, {'u1': mem(None, CEILING, False, since=NOW - 30)}, SETTINGS)
+    view = first.views['u1']
+    assert view.unresponsive is None
+    assert first.decisions[0].action is Action.HOLD
+    assert "waiting for the guest's first balloon statistics" in first.decisions[0].reason
+    # Its first sample, taken after the agent first saw it: managed at once.
+    stats = BalloonStats(actual_kib=CEILING, usable_kib=3 * GiB, last_update=12345)
+    second = plan(dataclasses.replace(HOST, now=NOW + 1), [sample(stats=stats, age=0.5)],
+                  FixedPolicy({'u1': 2 * GiB}), {}, first.memory, SETTINGS)
+    assert second.decisions[0].action is Action.SHRINK
+
+
+def test_statistics_that_never_come_make_the_balloon_unresponsive():
+    no_stats = BalloonStats(actual_kib=CEILING)
+    out = plan(HOST, [sample(stats=no_stats, age=None)], FixedPolicy({}), {},
+               {'u1': mem(None, CEILING, False, since=NOW - 61)}, SETTINGS)
+    assert 'no balloon statistics' in out.views['u1'].unresponsive

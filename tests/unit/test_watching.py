@@ -8,7 +8,6 @@ import pytest
 
 from nova_balloon.controller import planner
 from nova_balloon.flavor_policy import PolicyDefaults
-from nova_balloon.model import GuestView
 from nova_balloon.safety import SafetyLimits
 from nova_balloon.safety.responsiveness import unresponsive_reason
 
@@ -19,29 +18,31 @@ SETTINGS = planner.Settings(
     stats_period_s=10, fast_stats_period_s=1, fast_free_kib=1024 * MIB)
 
 
-def view(actual_mib: int, usable_mib: int | None, ceiling_mib: int = 4096) -> GuestView:
-    return GuestView(uuid='u', name='g', ceiling_kib=ceiling_mib * MIB, floor_kib=256 * MIB,
-                     shares=1000, actual_kib=actual_mib * MIB, target_kib=actual_mib * MIB,
-                     usable_kib=None if usable_mib is None else usable_mib * MIB,
-                     demand_kib=None, swap_in_kib=0, major_faults=0, stats_fresh=True,
-                     balloon_moving=False, deflated_on_oom=False)
+def period(actual_mib: int, usable_mib: int | None, current: int, rate_mib_s: float = 0.0,
+           settings: planner.Settings = SETTINGS) -> int:
+    """The period of a 4 GiB guest with this balloon, free memory and demand rate."""
+    return planner.stats_period_for(actual_mib * MIB, 4096 * MIB,
+                                    None if usable_mib is None else usable_mib * MIB,
+                                    rate_mib_s * MIB, current, settings)
 
 
-@pytest.mark.parametrize('actual, usable, current, expected', [
-    (2048, 2000, 10, 10),    # plenty of free memory: Nova's slow period
-    (2048, 900, 10, 1),      # short of free memory: watched closely
-    (2048, None, 10, 1),     # unknown free memory: watched closely
-    (2048, 1200, 1, 1),      # watched guests leave only at 1.5 x the line ...
-    (2048, 1600, 1, 10),     # ... and not before
-    (4096, 100, 10, 10),     # at its ceiling: nothing to give back, no use watching
+@pytest.mark.parametrize('actual, usable, current, rate, expected', [
+    (2048, 2000, 10, 0, 10),    # plenty of free memory, steady: Nova's slow period
+    (2048, 2000, 10, 5, 1),     # demand rising: watched closely
+    (2048, 900, 10, 0, 1),      # short of free memory: watched closely
+    (2048, None, 10, 0, 1),     # unknown free memory: watched closely
+    (2048, 1200, 1, 0, 1),      # watched guests leave only at 1.5 x the line ...
+    (2048, 1600, 1, 0, 10),     # ... and not before
+    (4096, 100, 10, 5, 10),     # at its ceiling: nothing to give back, no use watching
 ])
-def test_stats_period(actual: int, usable: int | None, current: int, expected: int) -> None:
-    assert planner.stats_period_for(view(actual, usable), current, SETTINGS) == expected
+def test_stats_period(actual: int, usable: int | None, current: int, rate: float,
+                      expected: int) -> None:
+    assert period(actual, usable, current, rate) == expected
 
 
 def test_fast_period_never_slower_than_the_normal_one() -> None:
     settings = dataclasses.replace(SETTINGS, stats_period_s=1, fast_stats_period_s=5)
-    assert planner.stats_period_for(view(2048, 10), 1, settings) == 1
+    assert period(2048, 10, 1, settings=settings) == 1
 
 
 def reason(**overrides: object) -> str | None:
@@ -70,3 +71,10 @@ def test_target_reached_is_not_stuck() -> None:
 def test_frozen_or_missing_statistics() -> None:
     assert 'frozen for 61 s' in reason(stats_age_s=61.0)
     assert 'no balloon statistics' in reason(stats_age_s=None)
+
+
+def test_a_guest_that_never_reported_is_waiting_for_statistics_not_unresponsive() -> None:
+    # First seen at 900 s: waiting until unresponsive_after (60 s) has passed.
+    assert reason(stats_age_s=None, ever_sampled=False, now=960.0) is None
+    assert 'no balloon statistics' in reason(stats_age_s=None, ever_sampled=False,
+                                             now=961.0)
