@@ -262,7 +262,46 @@ shares alone.
 """),
 ]
 
-ALL_OPTS = agent_opts + policy_default_opts + safety_opts + host_opts + policy_opts
+process_opts = [
+    cfg.StrOpt('lock_file',
+               help="""
+Path of the lock that keeps a second agent from starting on this host: two
+agents would fight over every balloon and over the state file. The agent
+holds an exclusive ``flock`` on it while it runs and writes its pid into it;
+a second agent exits at once, naming the pid and command line of the first.
+The kernel drops the lock when the process ends, however it ends, so a stale
+file never blocks a restart.
+
+Default: ``nova-balloon-agent.lock`` next to ``state_file`` (with the
+defaults, ``/run/nova-balloon/nova-balloon-agent.lock``, in the systemd
+unit's runtime directory).
+"""),
+    cfg.IntOpt('max_failed_cycles',
+               default=10,
+               min=1,
+               help="""
+How many control cycles in a row may fail (a bug in a policy or in the
+planner) before the agent exits with status 1 so that systemd restarts it.
+While cycles fail, the agent runs in a grow-only safe mode: guests short of
+free memory (below ``fast_free_mb``) get their full memory, no guest is
+shrunk. The first failure is logged at ERROR with its traceback.
+"""),
+    cfg.IntOpt('restore_mb_per_second',
+               default=2048,
+               min=1,
+               help="""
+Pace, in MiB per second, at which the agent (with ``restore_on_stop``) and
+``nova-balloon restore`` give guests their memory back, so that restoring a
+whole host does not make every guest's balloon deflate, and every guest
+reclaim host memory, in the same second. The guests with the least free
+memory go first; a guest owed more than a second's worth is restored in
+one step.
+"""),
+]
+
+
+ALL_OPTS = (agent_opts + policy_default_opts + safety_opts + host_opts + policy_opts
+            + process_opts)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

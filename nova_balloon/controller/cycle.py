@@ -13,8 +13,20 @@ from oslo_log import log as logging
 
 from nova_balloon.controller import planner
 from nova_balloon.flavor_policy import PolicyFile
-from nova_balloon.model import HOLD, IGNORE, Action, Decision, HostSnapshot, mib
+from nova_balloon.model import (
+    HOLD,
+    IGNORE,
+    KIB_PER_MIB,
+    RUNNING,
+    SHRINK,
+    Action,
+    Decision,
+    GuestSample,
+    HostSnapshot,
+    mib,
+)
 from nova_balloon.policies import Policy
+from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 from nova_balloon.virt.driver import Driver, DriverUnavailable, GuestActionFailed
 
 LOG = logging.getLogger(__name__)
@@ -68,6 +80,98 @@ class CycleReport:
     errors: dict[str, str]
     outage: str | None
     duration_s: float
+    # Why planning or applying failed (a bug); the cycle ran in grow-only
+    # safe mode instead.
+    failure: str | None = None
+
+
+def owes_memory(sample: GuestSample, manage_unmanaged_guests: bool) -> str | None:
+    """Why the guest is not owed its memory back now, or None when it is.
+
+    From live state alone: a running guest with a balloon below its ceiling
+    is owed, whoever shrank it (this agent, an earlier one, or the source
+    host of a migration). Guests that are migrating or in post-copy are not
+    touched, nor guests outside Nova unless the agent manages them.
+    """
+    facts = sample.facts
+    actual = sample.stats.actual_kib
+    if actual is None:
+        return facts.unballoonable or 'no balloon size reported'
+    if actual >= facts.max_memory_kib - SETTLE_TOLERANCE_KIB:
+        return 'at its full memory'
+    if sample.run_state is not RUNNING:
+        return f'not running ({sample.run_state.value})'
+    if facts.nova is None and not manage_unmanaged_guests:
+        return 'no Nova metadata (see [balloon] manage_unmanaged_guests)'
+    return None
+
+
+class Pacer:
+    """At most ``rate_kib_s`` of memory given back per second, on average.
+
+    The first guest goes at once; each next one waits until the memory
+    given so far fits the rate. A guest owed more than a second's worth
+    still goes in one step: a balloon moves in one call.
+    """
+
+    def __init__(self, rate_kib_s: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.rate_kib_s = rate_kib_s
+        self.clock = clock
+        self.sleep = sleep
+        self._next_at: float | None = None
+
+    def wait(self, deadline: float | None = None) -> bool:
+        """Wait for the next turn; False when it comes after the deadline."""
+        now = self.clock()
+        if self._next_at is not None and self._next_at > now:
+            if deadline is not None and self._next_at > deadline:
+                return False
+            self.sleep(self._next_at - now)
+        return True
+
+    def gave(self, kib: int) -> None:
+        start = max(self.clock(), self._next_at or 0.0)
+        self._next_at = start + kib / self.rate_kib_s
+
+
+def restore_guests(driver: Driver, samples: list[GuestSample], pacer: Pacer,
+                   deadline: float | None = None,
+                   why: str = 'restore') -> tuple[dict[str, int], dict[str, str]]:
+    """Set each guest's balloon to its ceiling, paced, neediest first.
+
+    Returns the targets set and, per guest not restored, why (a failed call,
+    or the deadline).
+    """
+    restored: dict[str, int] = {}
+    left: dict[str, str] = {}
+
+    def free(sample: GuestSample) -> int:
+        return sample.stats.usable_kib if sample.stats.usable_kib is not None else -1
+
+    for sample in sorted(samples, key=free):
+        facts = sample.facts
+        if not pacer.wait(deadline):
+            left[facts.uuid] = 'out of time'
+            continue
+        ceiling = facts.max_memory_kib
+        try:
+            driver.set_target(facts.uuid, ceiling)
+        except (GuestActionFailed, DriverUnavailable) as exc:
+            LOG.warning('Guest %s (%s): not restored (%s): %s', facts.name, facts.uuid,
+                        why, exc)
+            left[facts.uuid] = str(exc)
+            continue
+        given = ceiling - (sample.stats.actual_kib or ceiling)
+        pacer.gave(given)
+        restored[facts.uuid] = ceiling
+        LOG.info('Guest %s (%s): restored from %s to its full %s MiB (%s, %s MiB/s)',
+                 facts.name, facts.uuid, mib(sample.stats.actual_kib), mib(ceiling), why,
+                 mib(pacer.rate_kib_s))
+    if left:
+        LOG.warning('%d guest(s) not restored (%s): %s; `nova-balloon restore --all` gives '
+                    'them their memory back', len(left), why, ', '.join(sorted(left)))
+    return restored, left
 
 
 class Controller:
@@ -90,6 +194,8 @@ class Controller:
         self._host_critical = False
         self._periods_logged: set[str] = set()
         self._memo = planner.Memo()
+        # Consecutive cycles whose planning or applying failed.
+        self.failed_cycles = 0
 
     def run_cycle(self) -> CycleReport:
         with self._lock, _collector_paused():
@@ -113,11 +219,18 @@ class Controller:
 
         host = HostSnapshot(collection.host_total_kib, collection.host_available_kib,
                             started)
-        plan = planner.plan(host, collection.samples, self.policy,
-                            self.policy_file.flavors(), self.memory, self.settings,
-                            self._memo)
-        self._log_host(plan, host)
-        applied, errors = self._apply(plan, host)
+        try:
+            plan = planner.plan(host, collection.samples, self.policy,
+                                self.policy_file.flavors(), self.memory, self.settings,
+                                self._memo)
+            self._log_host(plan, host)
+            applied, errors = self._apply(plan, host)
+        except Exception as exc:
+            return self._safe_mode(collection.samples, started, exc)
+        if self.failed_cycles:
+            LOG.info('Control cycle works again after %d failed cycle(s); grow-only safe '
+                     'mode ends', self.failed_cycles)
+            self.failed_cycles = 0
         previous, self.memory = self.memory, plan.memory
         not_applied = set(errors)
         if self.dry_run:
@@ -133,11 +246,67 @@ class Controller:
         self._set_stats_periods(plan)
         return CycleReport(plan, applied, errors, None, self.clock() - started)
 
+    def _safe_mode(self, samples: list[GuestSample], started: float,
+                   exc: Exception) -> CycleReport:
+        """A cycle that failed (a bug): grow the guests short of memory, shrink none.
+
+        Without a plan, no guest may be shrunk; but a guest running out of
+        memory must not wait for the bug to be fixed. Growing to the ceiling
+        passes every safety rule (they bound shrinking only). The controller's
+        memory is kept, so a later good cycle goes on from it.
+        """
+        self.failed_cycles += 1
+        failure = f'{type(exc).__name__}: {exc}'
+        if self.failed_cycles == 1:
+            LOG.exception('Control cycle failed (a bug); grow-only safe mode until a cycle '
+                          'works: guests with less than %s MiB free get their full memory, '
+                          'none is shrunk', mib(self.settings.fast_free_kib))
+        else:
+            LOG.warning('Control cycle failed again (%d in a row, grow-only safe mode): %s',
+                        self.failed_cycles, failure)
+        short = []
+        for sample in samples:
+            if owes_memory(sample, self.settings.manage_unmanaged_guests) is not None:
+                continue
+            usable = sample.stats.usable_kib
+            if usable is None or usable < self.settings.fast_free_kib:
+                short.append(sample)
+        applied: dict[str, int] = {}
+        errors: dict[str, str] = {}
+        if short and not self.dry_run:
+            # Short guests cannot wait: no pacing.
+            pacer = Pacer(1 << 62, self.clock)
+            applied, errors = restore_guests(self.driver, short, pacer,
+                                             why='safe mode, short of free memory')
+            now = self.clock()
+            for sample in short:
+                uuid = sample.facts.uuid
+                if uuid not in applied:
+                    continue
+                before = self.memory.get(uuid)
+                if before is None:
+                    self.memory[uuid] = planner.GuestMemory(applied[uuid],
+                                                            sample.stats.actual_kib, False)
+                else:
+                    self.memory[uuid] = before._replace(target_kib=applied[uuid],
+                                                        shrunk=False, target_set_at=now)
+        elif short:
+            LOG.info('DRY RUN, not applied: safe mode would give %d guest(s) short of free '
+                     'memory their full memory', len(short))
+        return CycleReport(None, applied, errors, None, self.clock() - started, failure)
+
     def _apply(self, plan: planner.Plan, host: HostSnapshot) -> tuple[dict[str, int],
                                                                       dict[str, str]]:
+        """Apply the plan's targets: every growth before any shrink.
+
+        Memory a shrink frees may be what a growing guest needs, but the
+        balloon takes its time to inflate, while a guest short of memory
+        needs its growth now.
+        """
         applied: dict[str, int] = {}
         errors: dict[str, str] = {}
         holds_logged = LOG.isEnabledFor(logging.DEBUG)
+        shrinks: list[Decision] = []
         for decision in plan.decisions:
             if decision.action is IGNORE:
                 self._log_ignored(decision, plan)
@@ -152,15 +321,24 @@ class Controller:
             self._log(decision, plan, host)
             if self.dry_run:
                 continue
-            assert decision.target_kib is not None
-            try:
-                self.driver.set_target(decision.uuid, decision.target_kib)
-                applied[decision.uuid] = decision.target_kib
-            except (GuestActionFailed, DriverUnavailable) as exc:
-                LOG.info('Guest %s (%s): target %s MiB not applied: %s', decision.name,
-                         decision.uuid, mib(decision.target_kib), exc)
-                errors[decision.uuid] = str(exc)
+            if decision.action is SHRINK:
+                shrinks.append(decision)
+            else:
+                self._set_target(decision, applied, errors)
+        for decision in shrinks:
+            self._set_target(decision, applied, errors)
         return applied, errors
+
+    def _set_target(self, decision: Decision, applied: dict[str, int],
+                    errors: dict[str, str]) -> None:
+        assert decision.target_kib is not None
+        try:
+            self.driver.set_target(decision.uuid, decision.target_kib)
+            applied[decision.uuid] = decision.target_kib
+        except (GuestActionFailed, DriverUnavailable) as exc:
+            LOG.info('Guest %s (%s): target %s MiB not applied: %s', decision.name,
+                     decision.uuid, mib(decision.target_kib), exc)
+            errors[decision.uuid] = str(exc)
 
     def _log_host(self, plan: planner.Plan, host: HostSnapshot) -> None:
         if plan.host_critical and not self._host_critical:
@@ -228,30 +406,31 @@ class Controller:
             LOG.info('Balloon stats period %s -> %d s for %d guest(s): %s', before or 'none',
                      period, len(guests), ', '.join(guests))
 
-    def restore_all(self) -> dict[str, int]:
-        """Give every guest the agent shrank its full memory back (on stop)."""
+    def restore_all(self, rate_mb_s: int, deadline: float | None = None,
+                    why: str = 'on stop') -> dict[str, int]:
+        """Give every guest that is owed memory its full memory back, paced.
+
+        Who is owed comes from live state (``owes_memory``), not only from
+        what this agent remembers shrinking: guests shrunk by an earlier
+        agent, or that arrived shrunk by migration, are owed as well.
+        ``deadline`` is on the controller's clock.
+        """
         with self._lock:
-            restored: dict[str, int] = {}
             try:
                 collection = self.driver.collect()
             except DriverUnavailable as exc:
-                LOG.warning('Cannot restore guests on stop, hypervisor unreachable: %s', exc)
-                return restored
-            for sample in collection.samples:
-                uuid = sample.facts.uuid
-                remembered = self.memory.get(uuid)
-                if remembered is None or not remembered.shrunk:
-                    continue
-                ceiling = sample.facts.max_memory_kib
-                try:
-                    self.driver.set_target(uuid, ceiling)
-                except (GuestActionFailed, DriverUnavailable) as exc:
-                    LOG.warning('Guest %s (%s): not restored on stop: %s',
-                                sample.facts.name, uuid, exc)
-                    continue
-                restored[uuid] = ceiling
-                self.memory[uuid] = planner.GuestMemory(ceiling, sample.stats.actual_kib,
-                                                        False)
-                LOG.info('Guest %s (%s): restored to its full %s MiB on stop',
-                         sample.facts.name, uuid, mib(ceiling))
+                LOG.warning('Cannot restore guests %s, hypervisor unreachable: %s', why, exc)
+                return {}
+            owed = [s for s in collection.samples
+                    if owes_memory(s, self.settings.manage_unmanaged_guests) is None]
+            LOG.info('Restoring %d guest(s) below their full memory (%s MiB in all) %s, at '
+                     '%d MiB/s', len(owed),
+                     mib(sum(s.facts.max_memory_kib - (s.stats.actual_kib or 0)
+                             for s in owed)), why, rate_mb_s)
+            pacer = Pacer(rate_mb_s * KIB_PER_MIB, self.clock)
+            restored, _ = restore_guests(self.driver, owed, pacer, deadline, why)
+            by_uuid = {s.facts.uuid: s for s in owed}
+            for uuid, ceiling in restored.items():
+                self.memory[uuid] = planner.GuestMemory(
+                    ceiling, by_uuid[uuid].stats.actual_kib, False)
             return restored
