@@ -1,10 +1,19 @@
-"""nova-balloon-agent's oslo.service: the control cycle as a periodic task."""
+"""nova-balloon-agent's oslo.service: the control cycle as a periodic task.
+
+Signals (the launcher runs the agent in its main process, ``no_fork``):
+SIGTERM stops the agent after its cycle, restoring guests with
+``restore_on_stop``; SIGHUP reloads, between two cycles, the mutable options
+(oslo.log's ``debug``, for one) and the flavor policy file, instead of the
+threading backend's exit from the middle of a cycle.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
+from types import FrameType
 from typing import Any
 
 from oslo_config import cfg
@@ -20,6 +29,10 @@ from nova_balloon.virt.libvirt import driver as libvirt_driver
 
 LOG = logging.getLogger(__name__)
 
+# Seconds kept, before oslo.service's graceful_shutdown_timeout, for the end
+# of a stop once restoring guests is cut short.
+RESTORE_MARGIN_S = 5.0
+
 
 class BalloonAgent(service.Service):
     """Runs a control cycle every ``[balloon] interval`` seconds."""
@@ -30,7 +43,12 @@ class BalloonAgent(service.Service):
         self.started_at = time.time()
         self.cycles = 0
         self._stopping = threading.Event()
+        self._stopped = False
+        self._stop_lock = threading.Lock()
         self._wake = threading.Event()
+        self._reload = threading.Event()
+        # The process's exit status once it stops by itself (failed cycles).
+        self.exit_code = 0
         self._last_actual: dict[str, int] = {}
         self._loop_thread: threading.Thread | None = None
         previous = state.read(conf.balloon.state_file)
@@ -53,6 +71,9 @@ class BalloonAgent(service.Service):
                  ', DRY RUN' if self.conf.balloon.dry_run else '')
         libvirt_driver.start_event_loop()
         self.driver.on_balloon_change = self._balloon_changed
+        # start() runs in the main thread, after the launcher set its signal
+        # handlers: its SIGHUP handler would exit from the middle of a cycle.
+        signal.signal(signal.SIGHUP, self._hangup)
         self._loop_thread = threading.Thread(target=self._loop, name='balloon-cycle',
                                              daemon=True)
         self._loop_thread.start()
@@ -64,13 +85,56 @@ class BalloonAgent(service.Service):
         period, and a guest that deflates its balloon on OOM wakes it at once.
         """
         while not self._stopping.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
             report = self.run_cycle()
+            if self.controller.failed_cycles >= self.conf.balloon.max_failed_cycles:
+                LOG.error('%d control cycles failed in a row ([balloon] max_failed_cycles): '
+                          'exiting with status 1 so that the service manager restarts the '
+                          'agent', self.controller.failed_cycles)
+                self.exit_code = 1
+                self._stopping.set()
+                return
             closely = report is not None and report.plan is not None and \
                 report.plan.watching_closely
             wait = self.conf.balloon.fast_stats_period if closely else \
                 self.conf.balloon.interval
             self._wake.wait(min(wait, self.conf.balloon.interval))
             self._wake.clear()
+
+    def _hangup(self, signo: int, frame: FrameType | None) -> None:
+        """SIGHUP: reload between two cycles, never in the middle of one."""
+        self._reload.set()
+        self._wake.set()
+
+    def reload(self) -> None:
+        """Re-read the config files' mutable options and the flavor policy file.
+
+        oslo.config applies the mutable options (and oslo.log's hook, the log
+        level); the others need a restart and it logs each one that changed.
+        The flavor policy file is read again even if its time stamp did not
+        change; a file that cannot be used leaves the policies in force.
+        """
+        LOG.info('SIGHUP: reloading the configuration files and the flavor policy file')
+        try:
+            self.conf.mutate_config_files()
+        except Exception:  # a bad file must not end the agent
+            LOG.warning('SIGHUP: configuration files not reloaded', exc_info=True)
+        path = self.conf.balloon.flavor_policy_file
+        if not path:
+            return
+        try:
+            with open(path, encoding='utf-8') as f:
+                flavors = flavor_policy.parse_policy_file(f.read(), path)
+        except (OSError, UnicodeDecodeError, flavor_policy.PolicyFileError) as exc:
+            LOG.warning('SIGHUP: flavor policy file unusable, keeping the policies in '
+                        'force: %s', exc)
+            return
+        fresh = flavor_policy.PolicyFile(path)
+        fresh.flavors()
+        self.controller.policy_file = fresh
+        LOG.info('SIGHUP: flavor policy file %s re-read: %d flavors', path, len(flavors))
 
     def _balloon_changed(self, uuid: str, actual_kib: int) -> None:
         """On libvirt's event thread: wake the loop if the guest deflated on OOM.
@@ -93,8 +157,14 @@ class BalloonAgent(service.Service):
         try:
             report = self.controller.run_cycle()
         except Exception:
-            # A bug, not a routine event: keep the service alive for the next cycle.
-            LOG.exception('Control cycle failed; balloons stay as they are')
+            # A bug outside planning (which the controller's safe mode covers):
+            # counted as a failed cycle, logged at ERROR the first time.
+            self.controller.failed_cycles += 1
+            if self.controller.failed_cycles == 1:
+                LOG.exception('Control cycle failed; balloons stay as they are')
+            else:
+                LOG.warning('Control cycle failed again (%d in a row)',
+                            self.controller.failed_cycles, exc_info=True)
             return None
         self.cycles += 1
         known = self.controller.memory
@@ -133,13 +203,32 @@ class BalloonAgent(service.Service):
             pass
 
     def stop(self, graceful: bool = False) -> None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         LOG.info('nova-balloon-agent stopping')
         self._stopping.set()
         self._wake.set()
-        if self._loop_thread is not None:
+        if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
             self._loop_thread.join()
         if self.conf.balloon.restore_on_stop and not self.conf.balloon.dry_run:
-            restored = self.controller.restore_all()
+            restored = self.controller.restore_all(self.conf.balloon.restore_mb_per_second,
+                                                   self._restore_deadline())
             LOG.info('Restored %d guests to their full memory', len(restored))
         self._write_state(None, running=False)
         super().stop(graceful)
+
+    def _restore_deadline(self) -> float | None:
+        """Restoring on stop ends before oslo.service's graceful_shutdown_timeout.
+
+        Past that timeout the launcher ends the process mid-restore; stopping
+        first leaves time to write the state file and log who is still owed.
+        """
+        try:
+            timeout = self.conf.graceful_shutdown_timeout
+        except cfg.NoSuchOptError:
+            return None
+        if not timeout:
+            return None
+        return self.controller.clock() + max(1.0, timeout - RESTORE_MARGIN_S)
