@@ -12,10 +12,10 @@ from typing import Any
 
 from oslo_config import cfg
 
-from nova_balloon.cmd import common, recommend, simulate, status
+from nova_balloon.cmd import common, recommend, restore, simulate, status
 from nova_balloon.conf import CONF
 
-COMMANDS = (status, recommend, simulate)
+COMMANDS = (status, recommend, restore, simulate)
 
 
 def add_command_parsers(subparsers: Any) -> None:
