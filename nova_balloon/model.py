@@ -59,6 +59,9 @@ class BalloonStats(NamedTuple):
     swap_in_kib: int | None = None
     major_faults: int | None = None
     last_update: int | None = None
+    # What the guest occupies on the host (its QEMU process's resident set):
+    # with lazy allocation and free page reporting, less than its balloon.
+    rss_kib: int | None = None
 
 
 class RunState(enum.Enum):
@@ -96,6 +99,16 @@ class HostSnapshot:
     # Seconds on a monotonic clock; lets policies keep rates and history
     # without reading a clock themselves.
     now: float
+    # The part of the guests' balloons they have not touched (balloon size
+    # less resident set): QEMU allocates guest RAM lazily and free page
+    # reporting hands freed pages back, so MemAvailable counts this memory,
+    # yet each guest may take its part back at any moment.
+    untouched_kib: int = 0
+
+    @property
+    def free_kib(self) -> int:
+        """What the host can count on: MemAvailable less the guests' untouched memory."""
+        return self.available_kib - self.untouched_kib
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from nova_balloon.conf import compute
+
 balloon_group = cfg.OptGroup(
     'balloon',
     title='Balloon agent options',
@@ -213,13 +215,20 @@ floor or its use plus headroom.
 
 policy_opts = [
     cfg.IntOpt('host_reserve_mb',
-               default=1024,
                min=0,
                help="""
 Host memory, in MiB, that the adaptive policy never hands out: the guests'
 targets add up to at most what the host has less this, and one cycle's growth
 comes out of what is free beyond it. When the guests want more, each keeps
-its demand and the rest is shared by ``balloon:shares``.
+its demand and the rest is shared by ``balloon:shares``. Unset (the default),
+it is Nova's ``[DEFAULT] reserved_host_memory_mb``: the memory Placement
+keeps from guests is the memory the agent keeps from them. Guests short of
+memory may still grow into it, down to ``host_critical_free_mb``.
+
+Related options:
+
+* ``[DEFAULT] reserved_host_memory_mb``
+* ``host_critical_free_mb``
 """),
     cfg.FloatOpt('buffer_percent',
                  default=5.0,
@@ -307,6 +316,8 @@ ALL_OPTS = (agent_opts + policy_default_opts + safety_opts + host_opts + policy_
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(balloon_group)
     conf.register_opts(ALL_OPTS, group=balloon_group)
+    # host_reserve_mb falls back to Nova's reservation.
+    compute.register_opts(conf)
 
 
 def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:

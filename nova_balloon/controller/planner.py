@@ -268,7 +268,9 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
 
 def _valid_stats(stats: BalloonStats) -> bool:
     """The guest writes these figures: accept only self-consistent ones."""
-    actual, usable, unused, available, swap_in, faults, _ = stats
+    actual, usable = stats.actual_kib, stats.usable_kib
+    unused, available, swap_in, faults = (stats.unused_kib, stats.available_kib,
+                                          stats.swap_in_kib, stats.major_faults)
     if actual is None or usable is None or actual < 0 or usable < 0 or usable > actual:
         return False
     # Counters the guest may not report (None), but never below zero.
@@ -391,6 +393,7 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
          memory: Mapping[str, GuestMemory], settings: Settings,
          memo: Memo | None = None) -> Plan:
     now = host.now
+    host = dataclasses.replace(host, untouched_kib=untouched_kib(samples))
     classified: dict[str, Classified] = {}
     views: dict[str, GuestView] = {}
     # Per guest: what the second pass needs of the first.
@@ -408,12 +411,14 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
         memo.retain(classified)
     proposals = policy.propose(host, list(views.values())) if views else {}
 
-    critical = host.available_kib < settings.host_critical_kib
+    critical = host.free_kib < settings.host_critical_kib
     limits = settings.limits
     if critical:
         limits = dataclasses.replace(
             limits, max_shrink_kib=limits.max_shrink_kib * CRITICAL_SHRINK_FACTOR,
             max_shrink_percent=min(100.0, limits.max_shrink_percent * CRITICAL_SHRINK_FACTOR))
+        proposals = reclaim_for_host(list(views.values()), proposals,
+                                     settings.host_critical_kib - host.free_kib, limits)
     decisions = []
     new_memory = {}
     periods = {}
@@ -433,6 +438,43 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
         decisions.append(decision)
         new_memory[uuid] = _remember(item, remembered, decision, view, since, settings, now)
     return Plan(decisions, classified, views, new_memory, critical, periods, closely)
+
+
+def untouched_kib(samples: Sequence[GuestSample]) -> int:
+    """The part of the guests' balloons they have not touched (HostSnapshot.untouched_kib)."""
+    untouched = 0
+    for sample in samples:
+        actual, rss = sample.stats.actual_kib, sample.stats.rss_kib
+        if actual is not None and rss is not None and actual > rss:
+            untouched += actual - rss
+    return untouched
+
+
+def reclaim_for_host(views: Sequence[GuestView], proposals: Mapping[str, int],
+                     short_kib: int, limits: SafetyLimits) -> dict[str, int]:
+    """The proposals, lowered so that the guests give ``short_kib`` back to the host.
+
+    Whatever the policy proposes, a host below its critical level takes
+    memory back from the guests that have it to spare: what each has above
+    its floor and above its use plus headroom (the safety rules' own line),
+    in proportion to that spare. Guests whose use is not known give nothing.
+    """
+    lowered = dict(proposals)
+    spare = {}
+    for view in views:
+        if view.demand_kib is None or not view.stats_fresh or view.unresponsive:
+            continue
+        keep = max(view.floor_kib, view.demand_kib + limits.headroom_for(view))
+        current = view.target_kib if view.target_kib is not None else view.actual_kib
+        if current > keep:
+            spare[view.uuid] = (current, current - keep)
+    total = sum(extra for _, extra in spare.values())
+    if short_kib <= 0 or total <= 0:
+        return lowered
+    for uuid, (current, extra) in spare.items():
+        cap = current - min(extra, int(short_kib * extra / total) + 1)
+        lowered[uuid] = min(lowered.get(uuid, current), cap)
+    return lowered
 
 
 def stats_period_for(actual_kib: int, ceiling_kib: int, usable_kib: int | None,

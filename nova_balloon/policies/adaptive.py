@@ -224,7 +224,10 @@ class AdaptivePolicy(Policy):
         super().__init__(conf)
         group = conf.balloon
         self.buffer_fraction = group.buffer_percent / 100
-        self.host_reserve_kib = group.host_reserve_mb * KIB_PER_MIB
+        reserve_mb = group.host_reserve_mb
+        if reserve_mb is None:
+            reserve_mb = conf.reserved_host_memory_mb
+        self.host_reserve_kib = reserve_mb * KIB_PER_MIB
         # Short guests may use the reserve, down to the host's critical level.
         self.host_critical_kib = min(self.host_reserve_kib,
                                      group.host_critical_free_mb * KIB_PER_MIB)
@@ -242,7 +245,7 @@ class AdaptivePolicy(Policy):
         before = self._seen
         seen: dict[str, Seen] = {}
         # What the planned guests could hold if the host were full.
-        held_kib = host.available_kib
+        held_kib = host.free_kib
         wanted_kib = steady_kib = 0
         for guest in guests:
             uuid = guest.uuid
@@ -316,8 +319,8 @@ class AdaptivePolicy(Policy):
             for guest in guests:
                 if guest.uuid not in proposals:  # Not planned: it keeps its target.
                     proposals[guest.uuid] = current_target(guest)
-        free = host.available_kib - self.host_reserve_kib
-        free_for_short = host.available_kib - self.host_critical_kib
+        free = host.free_kib - self.host_reserve_kib
+        free_for_short = host.free_kib - self.host_critical_kib
         if self._growth(guests, proposals) <= free:
             if len(planned) == len(guests):
                 return proposals

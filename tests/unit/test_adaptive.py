@@ -322,7 +322,7 @@ def test_contention_gives_demand_first_then_shares(make_conf):
     # Two guests at 2 GiB using 1.5 GiB (want 1651507 each, 78643 above it); the
     # host holds them with 0.1 GiB free: room 4.1 - 1 (reserve) GiB, 104857 KiB
     # above both demands, shared 3:1 (equal idle parts): 78642 and 26214.
-    policy = AdaptivePolicy(make_conf())
+    policy = AdaptivePolicy(make_conf(host_reserve_mb=1024))
     a = using(1536 * MiB, actual=2 * GiB, uuid='a', shares=3000)
     b = using(1536 * MiB, actual=2 * GiB, uuid='b', shares=1000)
     out = policy.propose(host(available=int(0.1 * GiB)), [a, b])
@@ -341,7 +341,7 @@ def test_idle_memory_is_taxed_under_contention(make_conf):
 def test_growth_comes_out_of_free_memory_short_guests_into_the_reserve(make_conf):
     # Swapping 1 GiB/s at 1 GiB: demand 2 GiB. 1.3 GiB free: 0.3 above the 1 GiB
     # reserve, 0.8 above the 512 MiB critical level: a short guest may grow 0.8 GiB.
-    policy = AdaptivePolicy(make_conf())
+    policy = AdaptivePolicy(make_conf(host_reserve_mb=1024))
     policy.propose(host(now=100), [using(512 * MiB, actual=1 * GiB)])
     g = using(512 * MiB, actual=1 * GiB, swap_in_kib=10 * GiB, at=110)
     assert policy.propose(host(available=int(1.3 * GiB), now=110), [g]) == \
@@ -351,7 +351,7 @@ def test_growth_comes_out_of_free_memory_short_guests_into_the_reserve(make_conf
 def test_growth_still_under_way_counts_against_free_memory(make_conf):
     # b grows from 1 to 3 GiB (reported at 1 GiB): 2 GiB of the 3.5 GiB free are
     # spoken for, 0.5 GiB are left above the reserve; a (short) wants 1.1 GiB more.
-    policy = AdaptivePolicy(make_conf())
+    policy = AdaptivePolicy(make_conf(host_reserve_mb=1024))
     a = using(512 * MiB, actual=1 * GiB, uuid='a')
     b = guest('b', actual=1 * GiB, usable=None, target_kib=3 * GiB)
     policy.propose(host(now=100), [a, b])
@@ -409,3 +409,25 @@ def test_growth_is_what_the_safety_rules_make_of_the_proposals(make_conf_once, v
     expected = dict(proposals)
     assert policy._growth(views, proposals) == reference_growth(policy, views, expected)
     assert proposals == expected
+
+
+def test_untouched_guest_memory_is_not_free_for_growth(make_conf):
+    # As above, but MemAvailable is 3.3 GiB of which 2 GiB are other guests'
+    # balloons they have not touched yet (free page reporting): the same 0.8 GiB.
+    policy = AdaptivePolicy(make_conf(host_reserve_mb=1024))
+    policy.propose(host(now=100), [using(512 * MiB, actual=1 * GiB)])
+    g = using(512 * MiB, actual=1 * GiB, swap_in_kib=10 * GiB, at=110)
+    snapshot = HostSnapshot(total_kib=64 * GiB, available_kib=int(3.3 * GiB), now=110,
+                            untouched_kib=2 * GiB)
+    assert policy.propose(snapshot, [g]) == {'u1': 1 * GiB + int(0.8 * GiB)}
+
+
+def test_the_host_reserve_is_novas_unless_set(make_conf):
+    assert AdaptivePolicy(make_conf()).host_reserve_kib == 512 * MiB
+    conf = make_conf()
+    conf.set_override('reserved_host_memory_mb', 2048)
+    try:
+        assert AdaptivePolicy(conf).host_reserve_kib == 2 * GiB
+    finally:
+        conf.clear_override('reserved_host_memory_mb')
+    assert AdaptivePolicy(make_conf(host_reserve_mb=100)).host_reserve_kib == 100 * MiB

@@ -562,3 +562,50 @@ def test_statistics_that_never_come_make_the_balloon_unresponsive():
     out = plan(HOST, [sample(stats=no_stats, age=None)], FixedPolicy({}), {},
                {'u1': mem(None, CEILING, False, since=NOW - 61)}, SETTINGS)
     assert 'no balloon statistics' in out.views['u1'].unresponsive
+
+
+# -- the host as it can count on its memory ---------------------------------------
+
+def test_untouched_balloon_memory_is_not_free_for_the_host():
+    # Free page reporting and lazy allocation: a 3 GiB balloon of which the
+    # guest occupies 1 GiB leaves 2 GiB in MemAvailable that the guest may
+    # take back at any moment.
+    stats = BalloonStats(actual_kib=3 * GiB, usable_kib=2 * GiB, last_update=1, rss_kib=1 * GiB)
+    unknown = BalloonStats(actual_kib=3 * GiB, usable_kib=2 * GiB, last_update=1)
+    assert planner.untouched_kib([sample(stats=stats), sample('u2', stats=unknown)]) == 2 * GiB
+    policy = FixedPolicy({})
+    out = plan(dataclasses.replace(HOST, available_kib=2 * GiB + 100 * MiB), [sample(stats=stats)],
+               policy, {}, {}, dataclasses.replace(SETTINGS, host_critical_kib=512 * MiB))
+    # 100 MiB the host can count on: below its critical level.
+    assert out.host_critical
+
+
+def view_for_reclaim(uuid: str, target: int, demand: int) -> GuestView:
+    return GuestView(uuid=uuid, name=uuid, ceiling_kib=CEILING, floor_kib=1 * GiB, shares=1000,
+                     actual_kib=target, target_kib=target, usable_kib=target - demand,
+                     demand_kib=demand, swap_in_kib=0, major_faults=0, stats_fresh=True,
+                     balloon_moving=False, deflated_on_oom=False)
+
+
+def test_a_critical_host_takes_memory_back_whatever_the_policy_proposes():
+    # Spare above use + headroom (10 % of 4 GiB) and the floor: a 1 GiB,
+    # b 512 MiB (floor-bound c has none); 300 MiB short: taken 2:1.
+    headroom = int(CEILING * 0.1)
+    a = view_for_reclaim('a', 3 * GiB, 2 * GiB - headroom)
+    b = view_for_reclaim('b', 3 * GiB, 2560 * MiB - headroom)
+    c = view_for_reclaim('c', 1 * GiB, 100 * MiB)
+    out = planner.reclaim_for_host([a, b, c], {'a': 3 * GiB, 'b': 4 * GiB}, 300 * MiB, LIMITS)
+    assert 3 * GiB - out['a'] == pytest.approx(200 * MiB, abs=2 * MiB)
+    assert 3 * GiB - out['b'] == pytest.approx(100 * MiB, abs=2 * MiB)
+    assert 'c' not in out
+    # Never below what the guest may keep, however short the host.
+    out = planner.reclaim_for_host([a, b], {}, 64 * GiB, LIMITS)
+    assert (out['a'], out['b']) == (2 * GiB, 2560 * MiB)
+
+
+def test_a_critical_host_reclaims_even_under_a_policy_that_never_shrinks():
+    stats = BalloonStats(actual_kib=3 * GiB, usable_kib=2 * GiB, last_update=1, rss_kib=3 * GiB)
+    settings = dataclasses.replace(SETTINGS, host_critical_kib=1 * GiB)
+    out = plan(dataclasses.replace(HOST, available_kib=512 * MiB), [sample(stats=stats)],
+               FixedPolicy({}), {}, {'u1': mem(3 * GiB, 3 * GiB, True)}, settings)
+    assert out.host_critical and out.decisions[0].action is Action.SHRINK

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nova_balloon.virt.simulated import run
 from nova_balloon.virt.simulated.metrics import METRICS
 
 BIN = Path(sys.executable).parent
@@ -50,9 +51,13 @@ def test_json_has_every_metric_for_every_policy(small_trace, scenario):
     assert list(figures) == POLICIES
     for policy in POLICIES:
         assert set(figures[policy]) == {m.name for m in METRICS}
-    # Nothing moves a static guest; the host holds every guest at a third.
-    assert figures['static']['ops'] == 0
-    assert figures['static']['reclaimed'] == pytest.approx(2 / 3, abs=0.01)
+    # A static guest moves only when the host is critically short: the host
+    # starts full, so the planner takes back the critical level's memory, at
+    # most once per guest; the host holds every guest at a third (and those
+    # 512 MiB are a few percent of these 4 guests' RAM).
+    simulated_hours = 1 / run.SCENARIOS[scenario].compression
+    assert 0 < figures['static']['ops'] * 4 * simulated_hours <= 4
+    assert figures['static']['reclaimed'] == pytest.approx(2 / 3, abs=0.02)
     assert figures['adaptive']['host_overflow'] == 0
     assert figures['adaptive']['shortfall'] <= figures['static']['shortfall']
     assert figures['adaptive']['reclaimed'] > figures['static']['reclaimed']

@@ -128,7 +128,8 @@ def _run_state(state: int | None, reason: int | None) -> RunState:
 
 # BalloonStats' fields, in their order.
 _STATS_KEYS = ('balloon.current', 'balloon.usable', 'balloon.unused', 'balloon.available',
-               'balloon.swap_in', 'balloon.major_fault', 'balloon.last-update')
+               'balloon.swap_in', 'balloon.major_fault', 'balloon.last-update',
+               'balloon.rss')
 
 
 def _stats(record: dict[str, Any]) -> BalloonStats:

@@ -19,7 +19,7 @@ import numpy as np
 from oslo_config import cfg
 
 from nova_balloon import flavor_policy, policies
-from nova_balloon.conf import balloon
+from nova_balloon.conf import balloon, compute
 from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import Controller
 from nova_balloon.model import KIB_PER_MIB, GuestFacts, NovaMetadata
@@ -60,6 +60,7 @@ def simulation_conf(overrides: Mapping[str, Any] | None = None) -> cfg.ConfigOpt
     conf.register_group(cfg.OptGroup(balloon.balloon_group.name,
                                      title=balloon.balloon_group.title))
     conf.register_opts(balloon.ALL_OPTS, group=balloon.balloon_group.name)
+    compute.register_opts(conf)
     conf([], project='nova-balloon', default_config_files=[], default_config_dirs=[])
     # The spec's timing: every guest refreshes its statistics every 10 s, even
     # one the agent would watch closely for lack of free memory.
