@@ -13,6 +13,14 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+def default_timing() -> dict[str, object]:
+    """The agent's own defaults for the timing that Agent otherwise speeds up."""
+    from nova_balloon.conf import balloon
+
+    return {opt.name: opt.default for opt in balloon.ALL_OPTS
+            if opt.name in ("interval", "stats_period")}
+
+
 class Agent:
     """A nova-balloon-agent process with its own config, log and state file."""
 
