@@ -2,7 +2,9 @@
 
 Everything here is data: the libvirt driver, the simulator and the tests build
 these records, and the policies and safety rules are pure functions of them.
-Memory is in KiB, as libvirt counts it; field names carry the unit.
+Memory is in KiB, as libvirt counts it; field names carry the unit. The records
+a cycle makes for every guest are NamedTuples: as immutable as the frozen
+dataclasses, at a third of the cost to build.
 """
 
 from __future__ import annotations
@@ -48,8 +50,7 @@ class BalloonStats(NamedTuple):
 
     libvirt's names are a trap: ``usable`` is the guest's MemAvailable,
     ``available`` its MemTotal, ``actual`` the balloon size. The guest writes
-    all of these itself, so none of them is trusted blindly. A tuple, as a
-    Decision (below), for the same reason: one per guest per collection.
+    all of these itself, so none of them is trusted blindly.
     """
 
     actual_kib: int | None = None
@@ -71,17 +72,8 @@ class RunState(enum.Enum):
     OTHER = 'other'
 
 
-# A NamedTuple record from the tuple of all its fields, in their order. The
-# records a cycle builds per guest are built with it: a NamedTuple's own
-# constructor and its _make run Python code that doubles what a record costs.
-new_record = tuple.__new__
-
-
 class GuestSample(NamedTuple):
-    """What a driver observed of one guest in one collection.
-
-    A tuple, as a Decision (below), for the same reason: one per guest per cycle.
-    """
+    """What a driver observed of one guest in one collection."""
 
     facts: GuestFacts
     stats: BalloonStats
@@ -129,10 +121,7 @@ class FlavorPolicy:
 
 
 class GuestView(NamedTuple):
-    """A managed guest as a policy sees it: bounds, balloon and validated stats.
-
-    A tuple, as a Decision (below), for the same reason: one per guest per cycle.
-    """
+    """A managed guest as a policy sees it: bounds, balloon and validated stats."""
 
     uuid: str
     name: str
@@ -179,18 +168,17 @@ class GuestView(NamedTuple):
     # prompts can take effect: the stats period, a cycle and a balloon move.
     reaction_s: float = 0.0
 
+    @property
+    def current_kib(self) -> int:
+        """The target the agent set (or adopted), else the balloon size."""
+        return self.target_kib if self.target_kib is not None else self.actual_kib
+
 
 class Action(enum.Enum):
     GROW = 'grow'
     SHRINK = 'shrink'
     HOLD = 'hold'
     IGNORE = 'ignore'
-
-
-# Members as module names, for code that runs per guest per cycle: in Python
-# 3.11 an enum member looked up on its class costs five plain attributes.
-GROW, SHRINK, HOLD, IGNORE = Action.GROW, Action.SHRINK, Action.HOLD, Action.IGNORE
-RUNNING, MIGRATING = RunState.RUNNING, RunState.MIGRATING
 
 
 # One part of a decision's reason: a str.format template, then its arguments,
@@ -203,11 +191,7 @@ def _note_text(note: Note) -> str:
 
 
 class Decision(NamedTuple):
-    """The outcome of one cycle for one guest: what to apply and why.
-
-    Immutable as the dataclasses here, but a tuple: every guest gets one each
-    cycle, and a tuple costs a third of what a frozen dataclass does to build.
-    """
+    """The outcome of one cycle for one guest: what to apply and why."""
 
     uuid: str
     name: str

@@ -8,9 +8,10 @@ that import both) would register ``[libvirt] connection_uri`` twice.
 
 from oslo_config import cfg
 
-from nova_balloon.conf import balloon, libvirt
+from nova_balloon.conf import adaptive_policy, balloon, libvirt
 
 CONF = cfg.ConfigOpts()
 
 balloon.register_opts(CONF)
+adaptive_policy.register_opts(CONF)
 libvirt.register_opts(CONF)

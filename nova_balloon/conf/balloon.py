@@ -213,64 +213,6 @@ floor or its use plus headroom.
 """),
 ]
 
-policy_opts = [
-    cfg.IntOpt('host_reserve_mb',
-               min=0,
-               help="""
-Host memory, in MiB, that the adaptive policy never hands out: the guests'
-targets add up to at most what the host has less this, and one cycle's growth
-comes out of what is free beyond it. When the guests want more, each keeps
-its demand and the rest is shared by ``balloon:shares``. Unset (the default),
-it is Nova's ``[DEFAULT] reserved_host_memory_mb``: the memory Placement
-keeps from guests is the memory the agent keeps from them. Guests short of
-memory may still grow into it, down to ``host_critical_free_mb``.
-
-Related options:
-
-* ``[DEFAULT] reserved_host_memory_mb``
-* ``host_critical_free_mb``
-"""),
-    cfg.FloatOpt('buffer_percent',
-                 default=5.0,
-                 min=0.0,
-                 max=400.0,
-                 help="""
-Adaptive policy: free memory a guest is given above its demand estimate, as a
-percentage of that estimate (as Hyper-V's memory buffer). The estimate already
-holds the guest's recent peak, so a small buffer is enough.
-
-Related options:
-
-* ``demand_half_life``: how long the estimate holds a peak.
-"""),
-    cfg.IntOpt('demand_half_life',
-               default=480,
-               min=1,
-               help="""
-Adaptive policy: how slowly a guest's demand estimate falls back after a
-peak, in seconds of the guest's statistics (from one sample's
-``last-update`` to the next): the part of the estimate above the current
-demand halves every this many seconds. It rises to a new peak at once. The
-room kept for a guest's largest recent jump in demand halves every twice
-this long. Counted between samples, not cycles, so that how often the
-agent looks changes nothing.
-
-Replaces ``demand_half_life_cycles`` (48 cycles of the simulator's 10 s are
-the default 480 s).
-"""),
-    cfg.FloatOpt('idle_tax_percent',
-                 default=75.0,
-                 min=0.0,
-                 max=95.0,
-                 help="""
-Adaptive policy: when the guests' wants do not fit the host, memory a guest
-would hold but does not use weighs 1 / (1 - tax) times as much as memory in
-use when the rest is shared by ``balloon:shares`` (VMware's idle memory tax;
-75, the default, makes idle memory cost four times as much). 0 shares by
-shares alone.
-"""),
-]
-
 process_opts = [
     cfg.StrOpt('lock_file',
                help="""
@@ -309,14 +251,13 @@ one step.
 ]
 
 
-ALL_OPTS = (agent_opts + policy_default_opts + safety_opts + host_opts + policy_opts
-            + process_opts)
+ALL_OPTS = agent_opts + policy_default_opts + safety_opts + host_opts + process_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(balloon_group)
     conf.register_opts(ALL_OPTS, group=balloon_group)
-    # host_reserve_mb falls back to Nova's reservation.
+    # The adaptive policy's host reserve falls back to Nova's reservation.
     compute.register_opts(conf)
 
 

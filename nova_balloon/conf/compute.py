@@ -13,12 +13,12 @@ compute_opts = [
 Nova's own option, read from nova-compute's config file (the same default):
 memory in MiB that Placement never hands to guests, so that it stays for the
 host's own processes. The agent keeps it for the host too: unless
-``[balloon] host_reserve_mb`` is set, the adaptive policy never hands it out
+``[adaptive_policy] host_reserve_mb`` is set, the adaptive policy never hands it out
 to guests as buffers.
 
 Related options:
 
-* ``[balloon] host_reserve_mb``
+* ``[adaptive_policy] host_reserve_mb``
 * ``[balloon] host_critical_free_mb``
 """),
 ]

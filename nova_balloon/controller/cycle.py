@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from oslo_log import log as logging
 
 from nova_balloon.controller import planner
 from nova_balloon.flavor_policy import PolicyFile
 from nova_balloon.model import (
-    HOLD,
-    IGNORE,
     KIB_PER_MIB,
-    RUNNING,
-    SHRINK,
     Action,
     Decision,
     GuestSample,
     HostSnapshot,
+    RunState,
     mib,
 )
 from nova_balloon.policies import Policy
@@ -30,45 +25,6 @@ from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 from nova_balloon.virt.driver import Driver, DriverUnavailable, GuestActionFailed
 
 LOG = logging.getLogger(__name__)
-
-
-# The young generation's collection threshold, in net new objects: Python's
-# default is 700; the agent's grows with its guests.
-YOUNG_GENERATION_MIN = 10_000
-YOUNG_OBJECTS_PER_GUEST = 20
-
-
-def _size_collector(guests: int) -> None:
-    """Young collections every few cycles at most, however many guests.
-
-    A cycle replaces a few records per guest with new ones, and reference
-    counting frees the old. At Python's default threshold the new ones alone
-    set off a young collection as almost every cycle ended (about 1 ms per
-    1,000 guests), which found nothing to free.
-    """
-    young, *older = gc.get_threshold()
-    wanted = max(YOUNG_GENERATION_MIN, YOUNG_OBJECTS_PER_GUEST * guests)
-    if young != wanted:
-        gc.set_threshold(wanted, *older)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a cycle runs.
-
-    A cycle allocates dozens of objects per guest, all freed by reference
-    counting. With the collector on, they set off collections whose full
-    passes scan every object the agent holds, so that the cost per guest grew
-    with the number of guests. The collector catches up once the cycle ends.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +55,7 @@ def owes_memory(sample: GuestSample, manage_unmanaged_guests: bool) -> str | Non
         return facts.unballoonable or 'no balloon size reported'
     if actual >= facts.max_memory_kib - SETTLE_TOLERANCE_KIB:
         return 'at its full memory'
-    if sample.run_state is not RUNNING:
+    if sample.run_state is not RunState.RUNNING:
         return f'not running ({sample.run_state.value})'
     if facts.nova is None and not manage_unmanaged_guests:
         return 'no Nova metadata (see [balloon] manage_unmanaged_guests)'
@@ -193,12 +149,11 @@ class Controller:
         self._ignore_reasons: dict[str, str] = {}
         self._host_critical = False
         self._periods_logged: set[str] = set()
-        self._memo = planner.Memo()
         # Consecutive cycles whose planning or applying failed.
         self.failed_cycles = 0
 
     def run_cycle(self) -> CycleReport:
-        with self._lock, _collector_paused():
+        with self._lock:
             return self._run_cycle()
 
     def _run_cycle(self) -> CycleReport:
@@ -215,14 +170,11 @@ class Controller:
             LOG.info('Hypervisor reachable again after an outage; resuming with the '
                      'targets in force')
             self._outage = None
-        _size_collector(len(collection.samples))
-
         host = HostSnapshot(collection.host_total_kib, collection.host_available_kib,
                             started)
         try:
             plan = planner.plan(host, collection.samples, self.policy,
-                                self.policy_file.flavors(), self.memory, self.settings,
-                                self._memo)
+                                self.policy_file.flavors(), self.memory, self.settings)
             self._log_host(plan, host)
             applied, errors = self._apply(plan, host)
         except Exception as exc:
@@ -308,12 +260,12 @@ class Controller:
         holds_logged = LOG.isEnabledFor(logging.DEBUG)
         shrinks: list[Decision] = []
         for decision in plan.decisions:
-            if decision.action is IGNORE:
+            if decision.action is Action.IGNORE:
                 self._log_ignored(decision, plan)
                 continue
             if self._ignore_reasons:
                 self._ignore_reasons.pop(decision.uuid, None)
-            if decision.action is HOLD:
+            if decision.action is Action.HOLD:
                 # Most guests hold: not even a call for a line not logged.
                 if holds_logged:
                     self._log(decision, plan, host)
@@ -321,7 +273,7 @@ class Controller:
             self._log(decision, plan, host)
             if self.dry_run:
                 continue
-            if decision.action is SHRINK:
+            if decision.action is Action.SHRINK:
                 shrinks.append(decision)
             else:
                 self._set_target(decision, applied, errors)

@@ -14,12 +14,7 @@ from typing import Any, NamedTuple
 
 from nova_balloon import flavor_policy
 from nova_balloon.model import (
-    GROW,
-    IGNORE,
     KIB_PER_MIB,
-    MIGRATING,
-    RUNNING,
-    SHRINK,
     Action,
     BalloonStats,
     Decision,
@@ -28,7 +23,6 @@ from nova_balloon.model import (
     GuestView,
     HostSnapshot,
     RunState,
-    new_record,
 )
 from nova_balloon.policies import Policy
 from nova_balloon.safety import SafetyLimits, guard
@@ -81,10 +75,7 @@ class Settings:
 
 
 class GuestMemory(NamedTuple):
-    """What the agent remembers of a guest from one cycle to the next.
-
-    A tuple, as a Decision, for the same reason: one per guest per cycle.
-    """
+    """What the agent remembers of a guest from one cycle to the next."""
 
     target_kib: int | None
     actual_kib: int | None
@@ -109,10 +100,7 @@ class GuestMemory(NamedTuple):
 
 
 class Classified(NamedTuple):
-    """A guest's bounds and whether the agent manages it.
-
-    A tuple, as a Decision, for the same reason: one per guest per cycle.
-    """
+    """A guest's bounds and whether the agent manages it."""
 
     sample: GuestSample
     policy: FlavorPolicy | None
@@ -153,94 +141,15 @@ def bounds(extra_specs: Mapping[str, Any] | None, file_entry: Mapping[str, Any] 
     return policy, policy.floor_kib(ceiling_kib)
 
 
-class Memo:
-    """What the planner keeps from one cycle to the next to save work, never to decide otherwise.
-
-    Flavor policies: resolving parses every balloon key of every guest; the
-    keys change only with a guest's domain XML (the driver then gives new
-    facts) or the flavor policy file (re-read into new mappings), so a guest's
-    policy is resolved again only when one of its sources is another object
-    or no longer equal.
-
-    Views: most guests' figures do not change from one cycle to the next, so
-    a guest keeps last cycle's view (the same object) while they match, and
-    with it the decision below.
-
-    Decisions: the safety rules are a function of the view, the proposal and
-    the limits; a guest whose three are the same as last cycle gets the same
-    decision.
-    """
-
-    def __init__(self) -> None:
-        self._bounds: dict[str, tuple[tuple[Any, ...], tuple[Resolved, int | None]]] = {}
-        self._views: dict[str, GuestView] = {}
-        self._decisions: dict[str, tuple[GuestView, int | None, SafetyLimits, Decision]] = {}
-
-    def bounds(self, uuid: str, extra_specs: Mapping[str, Any] | None,
-               file_entry: Mapping[str, Any] | None, defaults: flavor_policy.PolicyDefaults,
-               ceiling_kib: int) -> tuple[Resolved, int | None]:
-        """``bounds(...)`` of the guest, resolved again only when a source changed."""
-        cached = self._bounds.get(uuid)
-        if cached is not None:
-            (specs, specs_copy, entry, entry_copy, was_defaults, was_ceiling), result = cached
-            if specs is extra_specs and entry is file_entry and specs_copy == extra_specs \
-                    and entry_copy == file_entry and was_ceiling == ceiling_kib \
-                    and (was_defaults is defaults or was_defaults == defaults):
-                return result
-        result = bounds(extra_specs, file_entry, defaults, ceiling_kib)
-        # Copies as well: a mapping changed in place is resolved again.
-        self._bounds[uuid] = ((extra_specs, _copy(extra_specs), file_entry, _copy(file_entry),
-                               defaults, ceiling_kib), result)
-        return result
-
-    def view(self, fields: tuple[Any, ...]) -> GuestView:
-        """``GuestView(*fields)``: last cycle's view of the guest if it had these fields."""
-        uuid = fields[0]
-        cached = self._views.get(uuid)
-        if cached is not None and cached == fields:
-            return cached
-        view = self._views[uuid] = new_record(GuestView, fields)
-        return view
-
-    def guard(self, view: GuestView, proposed_kib: int | None,
-              limits: SafetyLimits) -> Decision:
-        """``guard(view, proposed_kib, limits)``, last cycle's if made of the same."""
-        cached = self._decisions.get(view.uuid)
-        if cached is not None:
-            was_view, was_proposed, was_limits, decision = cached
-            if was_view is view and was_limits is limits and was_proposed == proposed_kib \
-                    and type(was_proposed) is type(proposed_kib):
-                return decision
-        decision = guard(view, proposed_kib, limits)
-        self._decisions[view.uuid] = (view, proposed_kib, limits, decision)
-        return decision
-
-    def retain(self, uuids: Mapping[str, Any]) -> None:
-        """Forget the guests that are gone (once more are kept than there are guests)."""
-        if len(self._bounds) > len(uuids):
-            self._bounds = {u: v for u, v in self._bounds.items() if u in uuids}
-        if len(self._views) > len(uuids):
-            self._views = {u: v for u, v in self._views.items() if u in uuids}
-        if len(self._decisions) > len(uuids):
-            self._decisions = {u: v for u, v in self._decisions.items() if u in uuids}
-
-
-def _copy(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if mapping is None else dict(mapping)
-
-
 def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
-             settings: Settings, memo: Memo | None = None) -> Classified:
-    """Decide whether the agent may manage this guest, and within which bounds.
-
-    ``memo`` saves resolving an unchanged guest's flavor policy every cycle.
-    """
+             settings: Settings) -> Classified:
+    """Decide whether the agent may manage this guest, and within which bounds."""
     facts = sample.facts
     if facts.unballoonable:
         return Classified(sample, None, None, facts.unballoonable)
-    if sample.run_state is MIGRATING:
+    if sample.run_state is RunState.MIGRATING:
         return Classified(sample, None, None, 'migration in progress')
-    if sample.run_state is not RUNNING:
+    if sample.run_state is not RunState.RUNNING:
         return Classified(sample, None, None, f'not running ({sample.run_state.value})')
     nova = facts.nova
     if nova is None and not settings.manage_unmanaged_guests:
@@ -249,11 +158,7 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
     flavor_name = nova.flavor_name if nova else None
     extra_specs = nova.extra_specs if nova else None
     file_entry = policy_file.get(flavor_name) if flavor_name else None
-    if memo is None:
-        policy, floor = bounds(extra_specs, file_entry, settings.defaults, facts.max_memory_kib)
-    else:
-        policy, floor = memo.bounds(facts.uuid, extra_specs, file_entry, settings.defaults,
-                                    facts.max_memory_kib)
+    policy, floor = bounds(extra_specs, file_entry, settings.defaults, facts.max_memory_kib)
     if isinstance(policy, flavor_policy.PolicyError):
         return Classified(sample, None, None, f'invalid flavor policy: {policy}',
                           misconfigured=True)
@@ -263,7 +168,7 @@ def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],
     if floor >= facts.max_memory_kib:
         return Classified(sample, policy, floor, f'not reclaimable: floor equals flavor RAM '
                                                  f'(ratio {policy.overcommit_ratio:g})')
-    return new_record(Classified, (sample, policy, floor, None, False))
+    return Classified(sample, policy, floor, None)
 
 
 def _valid_stats(stats: BalloonStats) -> bool:
@@ -355,8 +260,8 @@ def observe_sample(sampled_at: int | None, usable: int | None, actual: int,
 
 
 def make_view(item: Classified, memory: GuestMemory | None, since: float, settings: Settings,
-              now: float, memo: Memo | None = None) -> GuestView:
-    """A managed guest as policies see it (with ``memo``, last cycle's if it is the same).
+              now: float) -> GuestView:
+    """A managed guest as policies see it.
 
     ``since`` is ``actual_since(item.sample, memory, now)``.
     """
@@ -376,22 +281,25 @@ def make_view(item: Classified, memory: GuestMemory | None, since: float, settin
                               facts.stats_period_s, settings)
     cycle = settings.fast_stats_period_s if period < settings.stats_period_s else \
         settings.interval_s
-    fields = (  # GuestView's, in their order.
-        facts.uuid, facts.name, facts.max_memory_kib, item.floor_kib, item.policy.shares,
-        actual, target, usable, demand,
-        stats.swap_in_kib, stats.major_faults, stats_fresh(sample, settings), moving,
-        # deflated_on_oom:
-        target is not None and previous_actual is not None
-        and actual > target + SETTLE_TOLERANCE_KIB and actual > previous_actual,
-        _unresponsive(sample, actual, memory, since, settings, now),
-        stats.last_update, *seen, period, period + cycle + BALLOON_MOVE_S)
-    return GuestView(*fields) if memo is None else memo.view(fields)
+    return GuestView(
+        uuid=facts.uuid, name=facts.name, ceiling_kib=facts.max_memory_kib,
+        floor_kib=item.floor_kib, shares=item.policy.shares, actual_kib=actual,
+        target_kib=target, usable_kib=usable, demand_kib=demand,
+        swap_in_kib=stats.swap_in_kib, major_faults=stats.major_faults,
+        stats_fresh=stats_fresh(sample, settings), balloon_moving=moving,
+        deflated_on_oom=(target is not None and previous_actual is not None
+                         and actual > target + SETTLE_TOLERANCE_KIB
+                         and actual > previous_actual),
+        unresponsive=_unresponsive(sample, actual, memory, since, settings, now),
+        sampled_at=stats.last_update, new_sample=seen.new_sample,
+        demand_bound_kib=seen.demand_bound_kib, demand_rate_kib_s=seen.demand_rate_kib_s,
+        trend_rate_kib_s=seen.trend_rate_kib_s, stats_period_s=period,
+        reaction_s=period + cycle + BALLOON_MOVE_S)
 
 
 def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
          policy_file: Mapping[str, Mapping[str, Any]],
-         memory: Mapping[str, GuestMemory], settings: Settings,
-         memo: Memo | None = None) -> Plan:
+         memory: Mapping[str, GuestMemory], settings: Settings) -> Plan:
     now = host.now
     host = dataclasses.replace(host, untouched_kib=untouched_kib(samples))
     classified: dict[str, Classified] = {}
@@ -400,15 +308,13 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
     rows: list[tuple[str, Classified, GuestMemory | None, GuestView | None, float]] = []
     for sample in samples:
         uuid = sample.facts.uuid
-        item = classified[uuid] = classify(sample, policy_file, settings, memo)
+        item = classified[uuid] = classify(sample, policy_file, settings)
         remembered = memory.get(uuid)
         since = actual_since(sample, remembered, now)
         view = None
         if item.ignore_reason is None:
-            view = views[uuid] = make_view(item, remembered, since, settings, now, memo)
+            view = views[uuid] = make_view(item, remembered, since, settings, now)
         rows.append((uuid, item, remembered, view, since))
-    if memo is not None:
-        memo.retain(classified)
     proposals = policy.propose(host, list(views.values())) if views else {}
 
     critical = host.free_kib < settings.host_critical_kib
@@ -425,9 +331,7 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
     closely = False
     for uuid, item, remembered, view, since in rows:
         if view is not None:
-            proposed = proposals.get(uuid)
-            decision = guard(view, proposed, limits) if memo is None else \
-                memo.guard(view, proposed, limits)
+            decision = guard(view, proposals.get(uuid), limits)
             period = view.stats_period_s
             if period != item.sample.facts.stats_period_s:
                 periods[uuid] = period
@@ -465,7 +369,7 @@ def reclaim_for_host(views: Sequence[GuestView], proposals: Mapping[str, int],
         if view.demand_kib is None or not view.stats_fresh or view.unresponsive:
             continue
         keep = max(view.floor_kib, view.demand_kib + limits.headroom_for(view))
-        current = view.target_kib if view.target_kib is not None else view.actual_kib
+        current = view.current_kib
         if current > keep:
             spare[view.uuid] = (current, current - keep)
     total = sum(extra for _, extra in spare.values())
@@ -499,10 +403,10 @@ def stats_period_for(actual_kib: int, ceiling_kib: int, usable_kib: int | None,
 def _remember(item: Classified, remembered: GuestMemory | None, decision: Decision,
               view: GuestView | None, since: float, settings: Settings,
               now: float) -> GuestMemory:
-    """What the agent remembers of the guest now: the same record if nothing changed."""
+    """What the agent remembers of the guest now."""
     action = decision.action
-    changed = action is GROW or action is SHRINK
-    target = decision.target_kib if action is not IGNORE else (
+    changed = action in (Action.GROW, Action.SHRINK)
+    target = decision.target_kib if action is not Action.IGNORE else (
         remembered.target_kib if remembered else None)
     shrunk = remembered.shrunk if remembered else False
     if changed:
@@ -515,26 +419,27 @@ def _remember(item: Classified, remembered: GuestMemory | None, decision: Decisi
         until = now + settings.unresponsive_retry_s
     actual = item.sample.stats.actual_kib
     set_at = now if changed else (remembered.target_set_at if remembered else None)
-    fields = (target, actual, shrunk, since, set_at, until, reason,  # GuestMemory's order
-              *_sample_memory(remembered, view))
-    if remembered is not None and remembered == fields:
-        return remembered
-    return new_record(GuestMemory, fields)
+    return GuestMemory(target_kib=target, actual_kib=actual, shrunk=shrunk, actual_since=since,
+                       target_set_at=set_at, unresponsive_until=until, unresponsive=reason,
+                       **_sample_memory(remembered, view))
 
 
 def _sample_memory(remembered: GuestMemory | None,
-                   view: GuestView | None) -> tuple[Any, ...]:
+                   view: GuestView | None) -> dict[str, Any]:
     """GuestMemory's sample fields: the view's sample once observed, else as they were."""
     if view is not None and view.new_sample:
-        return (view.sampled_at, view.demand_bound_kib, view.demand_rate_kib_s,
-                view.trend_rate_kib_s, view.actual_kib)
+        return {'sampled_at': view.sampled_at, 'sample_demand_kib': view.demand_bound_kib,
+                'demand_rate_kib_s': view.demand_rate_kib_s,
+                'trend_rate_kib_s': view.trend_rate_kib_s, 'actual_high_kib': view.actual_kib}
     if remembered is None:
-        return (None, None, 0.0, 0.0, None)
+        return {}
     high = remembered.actual_high_kib
     if view is not None and (high is None or view.actual_kib > high):
         high = view.actual_kib
-    return (remembered.sampled_at, remembered.sample_demand_kib,
-            remembered.demand_rate_kib_s, remembered.trend_rate_kib_s, high)
+    return {'sampled_at': remembered.sampled_at,
+            'sample_demand_kib': remembered.sample_demand_kib,
+            'demand_rate_kib_s': remembered.demand_rate_kib_s,
+            'trend_rate_kib_s': remembered.trend_rate_kib_s, 'actual_high_kib': high}
 
 
 def _ignored_decision(item: Classified, remembered: GuestMemory | None) -> Decision:

@@ -11,7 +11,7 @@ has seen of it, fits the plan to the host, then paces the growth:
   half-lives in seconds between its samples.
 * **Grow fast, shrink slowly** (as ESXi's active-memory estimate): a guest's
   demand estimate rises to its demand at once and falls back by half every
-  ``[balloon] demand_half_life`` seconds, so a guest whose demand keeps
+  ``[adaptive_policy] demand_half_life`` seconds, so a guest whose demand keeps
   returning to a peak keeps the memory for it.
 * **Cover the ramp until the next correction lands**: a guest whose demand
   rose in its last two samples is filling its memory. Reacting to what it
@@ -30,7 +30,7 @@ has seen of it, fits the plan to the host, then paces the growth:
   on OOM, or has almost no free memory uses all it has plus what it reads
   back from swap per second, so that one step grows it by what it lacks.
 * **Memory buffer** (as Hyper-V's): a guest wants its estimate plus
-  ``[balloon] buffer_percent`` of it, within its flavor's bounds.
+  ``[adaptive_policy] buffer_percent`` of it, within its flavor's bounds.
 * **No growth for noise, few and large shrinks**: a target below what the
   guest wants stays put while it keeps at least half of the buffer; one above
   stays put until the want falls below two thirds of the target's height
@@ -38,9 +38,9 @@ has seen of it, fits the plan to the host, then paces the growth:
   to the want (each balloon move costs the guest
   and the host, and the safety rules shrink a guest in bounded steps).
 * **Shares under contention, with an idle memory tax** (as VMware's): when the
-  wants do not fit the host less ``[balloon] host_reserve_mb``, every guest
+  wants do not fit the host less ``[adaptive_policy] host_reserve_mb``, every guest
   first gets its demand, and the rest goes by ``balloon:shares``, memory that
-  a guest would hold idle weighing ``1 / (1 - [balloon] idle_tax_percent)``
+  a guest would hold idle weighing ``1 / (1 - [adaptive_policy] idle_tax_percent)``
   times as much as memory in use.
 * **Never overflow the host**: one cycle's growth, as the safety rules will
   apply it, comes out of what is free now, short guests first. Memory that
@@ -60,7 +60,8 @@ from typing import NamedTuple
 
 from oslo_config import cfg
 
-from nova_balloon.model import KIB_PER_MIB, GuestView, HostSnapshot, new_record
+from nova_balloon.conf import adaptive_policy
+from nova_balloon.model import KIB_PER_MIB, GuestView, HostSnapshot
 from nova_balloon.policies import Policy
 from nova_balloon.safety import SafetyLimits, guard_target
 
@@ -110,10 +111,7 @@ def share_out(budget: int, wants: Mapping[str, int],
 
 
 class Seen(NamedTuple):
-    """What the policy remembers of a guest from its last look.
-
-    A tuple, as a Decision, for the same reason: one per guest per cycle.
-    """
+    """What the policy remembers of a guest from its last sample."""
 
     # The guest time of the sample (GuestView.sampled_at).
     sampled_at: int | None
@@ -132,10 +130,6 @@ class Need(NamedTuple):
     least_kib: int
     want_kib: int
     demand_kib: int
-
-
-def current_target(guest: GuestView) -> int:
-    return guest.target_kib if guest.target_kib is not None else guest.actual_kib
 
 
 def observe(guest: GuestView, before: Seen | None, half_life_s: float) -> Seen:
@@ -161,13 +155,15 @@ def observe(guest: GuestView, before: Seen | None, half_life_s: float) -> Seen:
             guest.usable_kib < SHORT_FREE_FRACTION * guest.actual_kib:
         demand = max(demand, int(guest.actual_kib + swap_rate))
     if before is None:
-        return Seen(guest.sampled_at, demand, demand, 0, 0.0, guest.swap_in_kib)
+        return Seen(sampled_at=guest.sampled_at, demand_kib=demand, estimate_kib=demand,
+                    rise_kib=0, surge_kib=0.0, swap_in_kib=guest.swap_in_kib)
     decay = 0.5 ** (elapsed / half_life_s) if elapsed > 0 else 1.0
     rise = demand - before.demand_kib
     above = before.estimate_kib - demand
     surge = before.surge_kib * decay ** (1 / SURGE_HALF_LIVES)
-    return Seen(guest.sampled_at, demand, demand + above * decay if above > 0 else demand,
-                rise, rise if rise > surge else surge, guest.swap_in_kib)
+    return Seen(sampled_at=guest.sampled_at, demand_kib=demand,
+                estimate_kib=demand + above * decay if above > 0 else demand,
+                rise_kib=rise, surge_kib=max(rise, surge), swap_in_kib=guest.swap_in_kib)
 
 
 def ramp_room(guest: GuestView, watched_closely: bool) -> float:
@@ -192,15 +188,10 @@ def need_of(guest: GuestView, seen: Seen, buffer_fraction: float,
     next correction), plus the larger of the buffer and room for half its
     largest recent surge; both within its bounds."""
     demand, floor, ceiling = seen.demand_kib, guest.floor_kib, guest.ceiling_kib
-    peak = demand + ramp_kib
-    if seen.estimate_kib > peak:
-        peak = seen.estimate_kib
-    buffer, surge_room = peak * buffer_fraction, SURGE_SHARE * seen.surge_kib
-    want = peak + (buffer if buffer > surge_room else surge_room)
-    least = demand if demand > floor else floor
-    return new_record(Need, (least if least < ceiling else ceiling,
-                             int(ceiling if want >= ceiling else want if want > floor else floor),
-                             demand))
+    peak = max(demand + ramp_kib, seen.estimate_kib)
+    want = peak + max(peak * buffer_fraction, SURGE_SHARE * seen.surge_kib)
+    return Need(least_kib=min(ceiling, max(floor, demand)),
+                want_kib=int(min(ceiling, max(floor, want))), demand_kib=demand)
 
 
 def _steady(guest: GuestView, need: Need) -> int:
@@ -211,18 +202,21 @@ def _steady(guest: GuestView, need: Need) -> int:
     Growth for noise costs a balloon move now and a shrink later; a shrink
     by a little costs a move for little memory.
     """
-    current = guest.target_kib if guest.target_kib is not None else guest.actual_kib
+    current = guest.current_kib
     want = need.want_kib
     if current < need.least_kib + BAND_BELOW * (want - need.least_kib):
         return want
-    band, smallest = BAND_ABOVE * (want - guest.floor_kib), SMALLEST_SHRINK * guest.ceiling_kib
-    return current if current - want <= (band if band > smallest else smallest) else want
+    band = max(BAND_ABOVE * (want - guest.floor_kib), SMALLEST_SHRINK * guest.ceiling_kib)
+    return current if current - want <= band else want
 
 
 class AdaptivePolicy(Policy):
     def __init__(self, conf: cfg.ConfigOpts):
         super().__init__(conf)
-        group = conf.balloon
+        # Its own options, registered where it is loaded (the agent, the
+        # simulator, tests).
+        adaptive_policy.register_opts(conf)
+        group = conf.adaptive_policy
         self.buffer_fraction = group.buffer_percent / 100
         reserve_mb = group.host_reserve_mb
         if reserve_mb is None:
@@ -230,11 +224,11 @@ class AdaptivePolicy(Policy):
         self.host_reserve_kib = reserve_mb * KIB_PER_MIB
         # Short guests may use the reserve, down to the host's critical level.
         self.host_critical_kib = min(self.host_reserve_kib,
-                                     group.host_critical_free_mb * KIB_PER_MIB)
+                                     conf.balloon.host_critical_free_mb * KIB_PER_MIB)
         self.half_life_s = float(group.demand_half_life)
-        self.slow_period_s = group.stats_period
+        self.slow_period_s = conf.balloon.stats_period
         self.idle_cost = 1 / (1 - group.idle_tax_percent / 100)
-        self.limits = SafetyLimits.from_conf(group)
+        self.limits = SafetyLimits.from_conf(conf.balloon)
         self._seen: dict[str, Seen] = {}
 
     def propose(self, host: HostSnapshot, guests: Sequence[GuestView]) -> dict[str, int]:
@@ -253,7 +247,7 @@ class AdaptivePolicy(Policy):
             if guest.demand_bound_kib is None or not guest.stats_fresh or guest.unresponsive:
                 # The controller gives an unresponsive guest its ceiling.
                 held_kib -= guest.ceiling_kib if guest.unresponsive else \
-                    max(guest.actual_kib, current_target(guest))
+                    max(guest.actual_kib, guest.current_kib)
                 # A guest that is only stale for now keeps its history.
                 if uuid in before:
                     seen[uuid] = before[uuid]
@@ -318,19 +312,19 @@ class AdaptivePolicy(Policy):
         if len(planned) < len(guests):
             for guest in guests:
                 if guest.uuid not in proposals:  # Not planned: it keeps its target.
-                    proposals[guest.uuid] = current_target(guest)
+                    proposals[guest.uuid] = guest.current_kib
         free = host.free_kib - self.host_reserve_kib
         free_for_short = host.free_kib - self.host_critical_kib
         if self._growth(guests, proposals) <= free:
             if len(planned) == len(guests):
                 return proposals
             return {g.uuid: proposals[g.uuid] for g in planned}
-        growing = {g.uuid: proposals[g.uuid] - current_target(g) for g in planned
-                   if proposals[g.uuid] > current_target(g)}
+        growing = {g.uuid: proposals[g.uuid] - g.current_kib for g in planned
+                   if proposals[g.uuid] > g.current_kib}
         shares = {g.uuid: float(g.shares) for g in planned if g.uuid in growing}
         for guest in planned:
             if guest.uuid in growing:
-                proposals[guest.uuid] = current_target(guest)
+                proposals[guest.uuid] = guest.current_kib
         committed = self._growth(guests, proposals)
         urgent = share_out(free_for_short - committed,
                            {u: min(grow, max(0, needs[u].least_kib - proposals[u]))
@@ -343,7 +337,7 @@ class AdaptivePolicy(Policy):
             # The safety rules still add growth (stalled shrinks): wait.
             for guest in planned:
                 if guest.uuid in growing:
-                    proposals[guest.uuid] = current_target(guest)
+                    proposals[guest.uuid] = guest.current_kib
         return {g.uuid: proposals[g.uuid] for g in planned}
 
     def _growth(self, guests: Sequence[GuestView], proposals: dict[str, int]) -> int:
@@ -360,8 +354,7 @@ class AdaptivePolicy(Policy):
         growth = 0
         limits = self.limits
         for guest in guests:
-            actual = guest.actual_kib
-            current = guest.target_kib if guest.target_kib is not None else actual
+            actual, current = guest.actual_kib, guest.current_kib
             proposal = proposals[guest.uuid]
             if proposal == current and actual <= current and guest.unresponsive is None and \
                     guest.floor_kib <= current <= guest.ceiling_kib:
@@ -372,7 +365,5 @@ class AdaptivePolicy(Policy):
             if target > max(proposal, current):
                 proposals[guest.uuid] = max(current, min(actual, target))
                 target = guard_target(guest, proposals[guest.uuid], limits)
-            low = actual if actual < current else current
-            if target > low:
-                growth += target - low
+            growth += max(0, target - min(actual, current))
         return growth

@@ -25,17 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from nova_balloon.model import (
-    GROW,
-    HOLD,
-    KIB_PER_MIB,
-    SHRINK,
-    Action,
-    Decision,
-    GuestView,
-    Note,
-    new_record,
-)
+from nova_balloon.model import KIB_PER_MIB, Action, Decision, GuestView, Note
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 
 
@@ -76,7 +66,7 @@ def _shrink_blocker(guest: GuestView) -> Note | None:
 def guard(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> Decision:
     """Turn a policy's proposal into the decision the agent may apply."""
     action, target, notes = _rule(guest, proposed_kib, limits)
-    return new_record(Decision, (guest.uuid, guest.name, action, target, notes))
+    return Decision(guest.uuid, guest.name, action, target, notes)
 
 
 def guard_target(guest: GuestView, proposed_kib: int | None, limits: SafetyLimits) -> int:
@@ -91,7 +81,7 @@ def _rule(guest: GuestView, proposed_kib: int | None,
           limits: SafetyLimits) -> tuple[Action, int, tuple[Note, ...]]:
     """The rules: the action, the target to apply or keep, and the notes of why."""
     actual, floor, ceiling = guest.actual_kib, guest.floor_kib, guest.ceiling_kib
-    current = guest.target_kib if guest.target_kib is not None else actual
+    current = guest.current_kib
     wanted = current if proposed_kib is None else proposed_kib
     target = min(ceiling, max(floor, wanted))
     notes: tuple[Note, ...] = (('proposed {} MiB, bounds [{}, {}] MiB', wanted, floor, ceiling),)
@@ -130,10 +120,10 @@ def _rule(guest: GuestView, proposed_kib: int | None,
 
     delta = target - current
     if delta == 0:
-        return HOLD, current, notes
+        return Action.HOLD, current, notes
     if _inside_dead_band(guest, current, target, limits):
-        return HOLD, current, notes + (('change {} MiB inside the dead band', delta),)
-    return (GROW if delta > 0 else SHRINK), target, notes
+        return Action.HOLD, current, notes + (('change {} MiB inside the dead band', delta),)
+    return (Action.GROW if delta > 0 else Action.SHRINK), target, notes
 
 
 def _inside_dead_band(guest: GuestView, current: int, target: int,

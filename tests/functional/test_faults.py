@@ -86,7 +86,7 @@ def test_unresponsive_balloon_is_left_alone_then_retried(
     # take for an OOM and remember as a peak; a short memory keeps this test
     # about the retry, not about how long the policy holds a peak.
     with running_agent(tmp_path, unresponsive_after=5, unresponsive_retry=20,
-                       demand_half_life_cycles=2) as agent:
+                       demand_half_life=2) as agent:
         wait_until(lambda: balloon_mib(guest) <= FLOOR_NEAR, 90, "guest reclaimed to its floor")
         # Unloading the driver frees the balloon; statistics stop.
         guest.console.run("rmmod virtio_balloon", check=True)

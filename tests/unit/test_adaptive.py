@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oslo_config import cfg
 
-from nova_balloon.conf import balloon
+from nova_balloon.conf import adaptive_policy, balloon
 from nova_balloon.model import GuestView, HostSnapshot
 from nova_balloon.policies import Policy
 from nova_balloon.policies.adaptive import (
@@ -96,27 +96,32 @@ def test_share_out_properties(case):
 
 @pytest.fixture
 def make_conf():
-    """Build a ConfigOpts with [balloon] overrides, cleared after the test.
+    """Build a ConfigOpts with [balloon], [adaptive_policy] or [DEFAULT]
+    overrides by option name, cleared after the test.
 
     register_opts registers module-level OptGroup/Opt objects, and oslo.config
     keeps overrides in the group's option table, which every ConfigOpts (and
     cfg.CONF) that registered the same group shares: an override left behind
     would leak into later tests.
     """
-    made: list[tuple[cfg.ConfigOpts, str]] = []
+    made: list[tuple[cfg.ConfigOpts, str, str | None]] = []
+    adaptive = {opt.name for opt in adaptive_policy.adaptive_policy_opts}
 
     def make(**overrides) -> cfg.ConfigOpts:
         conf = cfg.ConfigOpts()
         balloon.register_opts(conf)
+        adaptive_policy.register_opts(conf)
         conf([])
         for name, value in overrides.items():
-            conf.set_override(name, value, group='balloon')
-            made.append((conf, name))
+            group = 'adaptive_policy' if name in adaptive else (
+                None if name == 'reserved_host_memory_mb' else 'balloon')
+            conf.set_override(name, value, group=group)
+            made.append((conf, name, group))
         return conf
 
     yield make
-    for conf, name in made:
-        conf.clear_override(name, group='balloon')
+    for conf, name, group in made:
+        conf.clear_override(name, group=group)
 
 
 @pytest.fixture(scope='module')
@@ -424,10 +429,5 @@ def test_untouched_guest_memory_is_not_free_for_growth(make_conf):
 
 def test_the_host_reserve_is_novas_unless_set(make_conf):
     assert AdaptivePolicy(make_conf()).host_reserve_kib == 512 * MiB
-    conf = make_conf()
-    conf.set_override('reserved_host_memory_mb', 2048)
-    try:
-        assert AdaptivePolicy(conf).host_reserve_kib == 2 * GiB
-    finally:
-        conf.clear_override('reserved_host_memory_mb')
+    assert AdaptivePolicy(make_conf(reserved_host_memory_mb=2048)).host_reserve_kib == 2 * GiB
     assert AdaptivePolicy(make_conf(host_reserve_mb=100)).host_reserve_kib == 100 * MiB

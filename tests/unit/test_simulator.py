@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from oslo_config import cfg
 
-from nova_balloon.conf import balloon
+from nova_balloon.conf import adaptive_policy, balloon
 from nova_balloon.model import GuestFacts, GuestView, HostSnapshot, NovaMetadata
 from nova_balloon.policies import Policy
 from nova_balloon.virt.driver import GuestActionFailed, GuestGone
@@ -257,9 +257,10 @@ def test_simulation_conf_does_not_leak_into_other_configs():
     other = cfg.ConfigOpts()
     balloon.register_opts(other)
     other([], default_config_files=[])
-    assert (conf.balloon.interval, conf.balloon.buffer_percent) == (10, 3.0)
+    adaptive_policy.register_opts(other)
+    assert (conf.balloon.interval, conf.adaptive_policy.buffer_percent) == (10, 3.0)
     assert (conf.balloon.stats_period, conf.balloon.fast_stats_period) == (10, 10)
-    assert (other.balloon.interval, other.balloon.buffer_percent) != (10, 3.0)
+    assert (other.balloon.interval, other.adaptive_policy.buffer_percent) != (10, 3.0)
 
 
 class Recorder(Policy):

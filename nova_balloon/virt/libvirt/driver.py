@@ -26,7 +26,7 @@ from typing import Any
 import libvirt
 from oslo_log import log as logging
 
-from nova_balloon.model import RUNNING, BalloonStats, GuestFacts, GuestSample, RunState, new_record
+from nova_balloon.model import BalloonStats, GuestFacts, GuestSample, RunState
 from nova_balloon.virt.driver import (
     Collection,
     DriverUnavailable,
@@ -120,22 +120,24 @@ def _run_state(state: int | None, reason: int | None) -> RunState:
     if state == libvirt.VIR_DOMAIN_RUNNING:
         # Post-copy: the guest runs here while its memory is still pulled
         # from the source; the balloon must not move until that ends.
-        return RunState.MIGRATING if reason in _MIGRATION_RUN_REASONS else RUNNING
+        return RunState.MIGRATING if reason in _MIGRATION_RUN_REASONS else RunState.RUNNING
     if state == libvirt.VIR_DOMAIN_PAUSED:
         return RunState.MIGRATING if reason in _MIGRATION_PAUSE_REASONS else RunState.PAUSED
     return RunState.OTHER
 
 
-# BalloonStats' fields, in their order.
-_STATS_KEYS = ('balloon.current', 'balloon.usable', 'balloon.unused', 'balloon.available',
-               'balloon.swap_in', 'balloon.major_fault', 'balloon.last-update',
-               'balloon.rss')
+# libvirt's bulk stats key of each BalloonStats field.
+_STATS_KEYS = {'actual_kib': 'balloon.current', 'usable_kib': 'balloon.usable',
+               'unused_kib': 'balloon.unused', 'available_kib': 'balloon.available',
+               'swap_in_kib': 'balloon.swap_in', 'major_faults': 'balloon.major_fault',
+               'last_update': 'balloon.last-update', 'rss_kib': 'balloon.rss'}
 
 
 def _stats(record: dict[str, Any]) -> BalloonStats:
-    get = record.get
-    return BalloonStats._make([value if isinstance(value := get(key), int) else None
-                               for key in _STATS_KEYS])
+    """The record's balloon figures; one that is missing or not a number is None."""
+    figures = {field: record.get(key) for field, key in _STATS_KEYS.items()}
+    return BalloonStats(**{field: value if isinstance(value, int) else None
+                           for field, value in figures.items()})
 
 
 class LibvirtDriver:
@@ -294,7 +296,8 @@ class LibvirtDriver:
             if uuid in self._migrating:
                 run_state = RunState.MIGRATING
             age = now - stats.last_update if stats.last_update else None
-            samples.append(new_record(GuestSample, (facts, stats, run_state, age)))
+            samples.append(GuestSample(facts=facts, stats=stats, run_state=run_state,
+                                       stats_age_s=age))
         self._domains = domains
         with self._lock:
             for uuid in set(self._facts) - set(domains):

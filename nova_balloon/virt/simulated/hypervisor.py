@@ -20,14 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nova_balloon.model import (
-    KIB_PER_MIB,
-    RUNNING,
-    BalloonStats,
-    GuestFacts,
-    GuestSample,
-    new_record,
-)
+from nova_balloon.model import KIB_PER_MIB, BalloonStats, GuestFacts, GuestSample, RunState
 from nova_balloon.virt.driver import Collection, GuestActionFailed, GuestGone
 
 BALLOON_RATE_KIB_S = 256 * KIB_PER_MIB
@@ -113,8 +106,9 @@ class SimulatedHypervisor:
     def collect(self) -> Collection:
         now = self.now()
         samples = [
-            new_record(GuestSample, (facts, stats, RUNNING, None if stats.last_update is None
-                                     else now - stats.last_update))
+            GuestSample(facts=facts, stats=stats, run_state=RunState.RUNNING,
+                        stats_age_s=None if stats.last_update is None
+                        else now - stats.last_update)
             for facts, stats in zip(self.facts, self._stats, strict=True)]
         used = float(self.actual.sum())
         return Collection(self.host_total_kib, int(self.host_total_kib - used), samples)

@@ -19,7 +19,7 @@ import numpy as np
 from oslo_config import cfg
 
 from nova_balloon import flavor_policy, policies
-from nova_balloon.conf import balloon, compute
+from nova_balloon.conf import adaptive_policy, balloon, compute
 from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import Controller
 from nova_balloon.model import KIB_PER_MIB, GuestFacts, NovaMetadata
@@ -50,16 +50,21 @@ SCENARIOS = {s.name: s for s in (
 
 
 def simulation_conf(overrides: Mapping[str, Any] | None = None) -> cfg.ConfigOpts:
-    """The agent's [balloon] options with the benchmark's timing, defaults otherwise.
+    """The agent's [balloon] and [adaptive_policy] options with the benchmark's
+    timing, defaults otherwise; ``overrides`` by option name.
 
-    The group is a copy of the agent's: oslo.config keeps overrides in the
+    The groups are copies of the agent's: oslo.config keeps overrides in the
     registered group's option table, so registering the module's own group
     would leak these overrides into every other ConfigOpts, cfg.CONF included.
     """
     conf = cfg.ConfigOpts()
-    conf.register_group(cfg.OptGroup(balloon.balloon_group.name,
-                                     title=balloon.balloon_group.title))
-    conf.register_opts(balloon.ALL_OPTS, group=balloon.balloon_group.name)
+    groups = {}
+    for group, opts in ((balloon.balloon_group, balloon.ALL_OPTS),
+                        (adaptive_policy.adaptive_policy_group,
+                         adaptive_policy.adaptive_policy_opts)):
+        conf.register_group(cfg.OptGroup(group.name, title=group.title))
+        conf.register_opts(opts, group=group.name)
+        groups.update(dict.fromkeys((opt.name for opt in opts), group.name))
     compute.register_opts(conf)
     conf([], project='nova-balloon', default_config_files=[], default_config_dirs=[])
     # The spec's timing: every guest refreshes its statistics every 10 s, even
@@ -67,7 +72,7 @@ def simulation_conf(overrides: Mapping[str, Any] | None = None) -> cfg.ConfigOpt
     values = {'interval': INTERVAL_S, 'stats_period': STATS_PERIOD_S,
               'fast_stats_period': STATS_PERIOD_S, **(overrides or {})}
     for name, value in values.items():
-        conf.set_override(name, value, group=balloon.balloon_group.name)
+        conf.set_override(name, value, group=groups[name])
     return conf
 
 
