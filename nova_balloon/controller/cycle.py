@@ -175,7 +175,7 @@ class Controller:
         try:
             plan = planner.plan(host, collection.samples, self.policy,
                                 self.policy_file.flavors(), self.memory, self.settings)
-            self._log_host(plan, host)
+            self._log_host(plan)
             applied, errors = self._apply(plan, host)
         except Exception as exc:
             return self._safe_mode(collection.samples, started, exc)
@@ -292,16 +292,20 @@ class Controller:
                      decision.uuid, mib(decision.target_kib), exc)
             errors[decision.uuid] = str(exc)
 
-    def _log_host(self, plan: planner.Plan, host: HostSnapshot) -> None:
+    def _log_host(self, plan: planner.Plan) -> None:
+        host = plan.host
+        assert host is not None
         if plan.host_critical and not self._host_critical:
-            LOG.warning('Host critically short of memory: %s MiB available of %s MiB, below '
-                        '[balloon] host_critical_free_mb (%s MiB); reclaiming up to %d times '
-                        'faster, never below floors', mib(host.available_kib),
-                        mib(host.total_kib), mib(self.settings.host_critical_kib),
-                        planner.CRITICAL_SHRINK_FACTOR)
+            LOG.warning('Host critically short of memory: %s MiB it can count on (%s MiB '
+                        'available of %s MiB, less %s MiB the guests have not touched), below '
+                        '[balloon] host_critical_free_mb (%s MiB); taking memory back from '
+                        'guests with some to spare, up to %d times faster, never below '
+                        'floors', mib(host.free_kib), mib(host.available_kib),
+                        mib(host.total_kib), mib(host.untouched_kib),
+                        mib(self.settings.host_critical_kib), planner.CRITICAL_SHRINK_FACTOR)
         elif self._host_critical and not plan.host_critical:
-            LOG.info('Host memory no longer critical: %s MiB available',
-                     mib(host.available_kib))
+            LOG.info('Host memory no longer critical: %s MiB it can count on',
+                     mib(host.free_kib))
         self._host_critical = plan.host_critical
 
     def _log_ignored(self, decision: Decision, plan: planner.Plan) -> None:

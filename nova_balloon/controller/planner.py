@@ -125,6 +125,8 @@ class Plan:
     stats_periods: dict[str, int] = dataclasses.field(default_factory=dict)
     # Some guest is short of free memory: cycle at the fast stats period.
     watching_closely: bool = False
+    # The host as the plan counted it (with the guests' untouched memory).
+    host: HostSnapshot | None = None
 
 
 Resolved = FlavorPolicy | flavor_policy.PolicyError
@@ -341,7 +343,7 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
             decision = _ignored_decision(item, remembered)
         decisions.append(decision)
         new_memory[uuid] = _remember(item, remembered, decision, view, since, settings, now)
-    return Plan(decisions, classified, views, new_memory, critical, periods, closely)
+    return Plan(decisions, classified, views, new_memory, critical, periods, closely, host)
 
 
 def untouched_kib(samples: Sequence[GuestSample]) -> int:
