@@ -40,7 +40,7 @@ from oslo_log import log as oslo_logging  # noqa: E402
 from nova_balloon import flavor_policy, policies  # noqa: E402
 from nova_balloon.conf import balloon  # noqa: E402
 from nova_balloon.controller import planner  # noqa: E402
-from nova_balloon.controller.cycle import Controller  # noqa: E402
+from nova_balloon.controller.cycle import Controller, tune_collector  # noqa: E402
 from nova_balloon.model import KIB_PER_MIB, GuestFacts, NovaMetadata  # noqa: E402
 from nova_balloon.virt.driver import Driver  # noqa: E402
 
@@ -117,7 +117,8 @@ def agent_conf(overrides: dict[str, Any], log_file: str) -> cfg.ConfigOpts:
 
 def make_controller(driver: Driver, conf: cfg.ConfigOpts,
                     clock: Callable[[], float] = time.monotonic) -> Controller:
-    """The controller as BalloonAgent builds it."""
+    """The controller as BalloonAgent builds it, with the process tuned as the agent's."""
+    tune_collector(conf.balloon.gc_threshold)
     return Controller(driver, policies.load(conf.balloon.policy, conf),
                       planner.Settings.from_conf(conf.balloon),
                       flavor_policy.PolicyFile(conf.balloon.flavor_policy_file),

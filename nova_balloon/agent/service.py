@@ -23,7 +23,7 @@ from oslo_service import service
 from nova_balloon import flavor_policy, policies
 from nova_balloon.agent import state
 from nova_balloon.controller import planner
-from nova_balloon.controller.cycle import Controller, CycleReport
+from nova_balloon.controller.cycle import Controller, CycleReport, tune_collector
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 from nova_balloon.virt.libvirt import driver as libvirt_driver
 
@@ -40,6 +40,7 @@ class BalloonAgent(service.Service):
     def __init__(self, conf: cfg.ConfigOpts):
         super().__init__()
         self.conf = conf
+        tune_collector(conf.balloon.gc_threshold)
         self.started_at = time.time()
         self.cycles = 0
         self._stopping = threading.Event()

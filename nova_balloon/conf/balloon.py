@@ -248,6 +248,18 @@ reclaim host memory, in the same second. The guests with the least free
 memory go first; a guest owed more than a second's worth is restored in
 one step.
 """),
+    cfg.IntOpt('gc_threshold',
+               default=100000,
+               min=0,
+               help="""
+Python's garbage collector: how many new container objects set off a
+collection of the youngest generation, set once when the agent starts. A
+control cycle makes and frees a few records per guest, all freed at once by
+reference counting; at Python's default (700) they set off collections whose
+full passes scan every object the agent holds, so that on a host with
+thousands of guests a cycle costs more than in proportion to its guests.
+0 keeps Python's default.
+"""),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,15 @@ from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 from nova_balloon.virt.driver import Driver, DriverUnavailable, GuestActionFailed
 
 LOG = logging.getLogger(__name__)
+
+
+def tune_collector(young_threshold: int) -> None:
+    """Set the young generation's collection threshold, once where the process starts.
+
+    ``[balloon] gc_threshold`` says why; 0 leaves Python's default.
+    """
+    if young_threshold:
+        gc.set_threshold(young_threshold, *gc.get_threshold()[1:])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,11 @@ Reasons formatted only when read, the target-only guard for policies.
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given
 
+from nova_balloon.controller.cycle import tune_collector
 from nova_balloon.model import Action, Decision
 from nova_balloon.safety.rules import guard, guard_target
 from tests.unit.test_safety import CEILING as VIEW_CEILING
@@ -52,3 +55,14 @@ def test_reason_of_a_decision_without_kib():
     d = Decision('u', 'g', Action.IGNORE, None, (('{}', 'weird {reason}'),
                                                  ('target {} MiB', None)))
     assert d.reason == 'weird {reason}; target None MiB'
+
+
+def test_the_collector_is_tuned_once_as_configured():
+    before = gc.get_threshold()
+    try:
+        tune_collector(100_000)
+        assert gc.get_threshold() == (100_000, *before[1:])
+        tune_collector(0)  # Python's default stays as it is.
+        assert gc.get_threshold() == (100_000, *before[1:])
+    finally:
+        gc.set_threshold(*before)
