@@ -10,13 +10,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from nova_balloon.conf import adaptive_policy, balloon
+
 BIN = Path(sys.executable).parent
 
 
 def default_timing() -> dict[str, object]:
     """The agent's own defaults for the timing that Agent otherwise speeds up."""
-    from nova_balloon.conf import balloon
-
     return {opt.name: opt.default for opt in balloon.ALL_OPTS
             if opt.name in ("interval", "stats_period")}
 
@@ -30,11 +30,15 @@ class Agent:
         self.stderr_path = workdir / f"{log_name}.stderr"
         self.state_path = workdir / "state.json"
         self.config_path = workdir / "agent.conf"
-        balloon = {"interval": 1, "stats_period": 1, "state_file": self.state_path, **options}
+        general = {"interval": 1, "stats_period": 1, "state_file": self.state_path, **options}
+        # The adaptive policy's own options go to their own group.
+        policy_names = {opt.name for opt in adaptive_policy.adaptive_policy_opts}
+        policy = {k: general.pop(k) for k in list(general) if k in policy_names}
         self.config_path.write_text(
             f"[DEFAULT]\nlog_file = {self.log_path}\ndebug = true\n"
             "[libvirt]\nconnection_uri = qemu:///system\n"
-            "[balloon]\n" + "".join(f"{k} = {v}\n" for k, v in balloon.items())
+            "[balloon]\n" + "".join(f"{k} = {v}\n" for k, v in general.items())
+            + "[adaptive_policy]\n" + "".join(f"{k} = {v}\n" for k, v in policy.items())
         )
         self.process = subprocess.Popen(
             [str(BIN / "nova-balloon-agent"), "--config-file", str(self.config_path)],

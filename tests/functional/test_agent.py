@@ -116,7 +116,9 @@ def test_reclaim_then_give_back_then_restore(
     guests: dict[str, BootedGuest], tmp_path: Path
 ) -> None:
     big = guests["big"]
-    with running_agent(tmp_path) as agent:
+    # The policy holds a peak for demand_half_life (480 s by default); a short
+    # one keeps this test about giving memory back, not about how long it holds.
+    with running_agent(tmp_path, demand_half_life=5) as agent:
         # An idle guest with ratio 2.0 is reclaimed to its floor, 256 MiB.
         wait_until(lambda: balloon_mib(big) <= 256 + 16, 90, "big guest reclaimed to its floor")
         status = agent.status()
@@ -149,5 +151,5 @@ def test_reclaim_then_give_back_then_restore(
         assert agent.stop() == 0
     wait_until(lambda: balloon_mib(big) >= 510, 20, "big guest restored to 512 MiB")
     assert agent.state().get("running") is False
-    assert "restored to its full 512 MiB on stop" in agent.log()
+    assert "to its full 512 MiB (on stop" in agent.log()
     assert_untouched(guests, agent.log())
