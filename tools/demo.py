@@ -62,7 +62,10 @@ def main() -> int:
     config.write_text(
         f'[DEFAULT]\nlog_file = {log_path}\n'
         '[libvirt]\nconnection_uri = qemu:///system\n'
-        f'[balloon]\ninterval = 1\nstats_period = 1\nstate_file = {state_path}\n')
+        f'[balloon]\ninterval = 1\nstats_period = 1\nstate_file = {state_path}\n'
+        # The demo compresses time: the policy forgets a peak within seconds,
+        # not the default 8 minutes, so the guest is reclaimed again on stage.
+        '[adaptive_policy]\ndemand_half_life = 5\n')
 
     conn = libvirt.open('qemu:///system')
     with contextlib.ExitStack() as stack:
