@@ -97,6 +97,8 @@ class GuestMemory(NamedTuple):
     # The largest balloon size seen since that sample was observed: what the
     # guest may have had when the next sample is taken.
     actual_high_kib: int | None = None
+    # When (HostSnapshot.now) the guest last reported statistics at all.
+    stats_seen_at: float | None = None
 
 
 class Classified(NamedTuple):
@@ -210,7 +212,8 @@ def _unresponsive(sample: GuestSample, actual: int, memory: GuestMemory | None,
         now=now, actual_kib=actual, target_kib=memory.target_kib if memory else None,
         target_set_at=memory.target_set_at if memory else None, actual_since=since,
         stats_age_s=sample.stats_age_s, after_s=settings.unresponsive_after_s,
-        ever_sampled=memory is not None and memory.sampled_at is not None)
+        stats_missing_since=memory.stats_seen_at
+        if memory is not None and memory.stats_seen_at is not None else since)
 
 
 class SampleView(NamedTuple):
@@ -421,9 +424,11 @@ def _remember(item: Classified, remembered: GuestMemory | None, decision: Decisi
         until = now + settings.unresponsive_retry_s
     actual = item.sample.stats.actual_kib
     set_at = now if changed else (remembered.target_set_at if remembered else None)
+    stats_seen_at = now if item.sample.stats_age_s is not None else (
+        remembered.stats_seen_at if remembered else None)
     return GuestMemory(target_kib=target, actual_kib=actual, shrunk=shrunk, actual_since=since,
                        target_set_at=set_at, unresponsive_until=until, unresponsive=reason,
-                       **_sample_memory(remembered, view))
+                       stats_seen_at=stats_seen_at, **_sample_memory(remembered, view))
 
 
 def _sample_memory(remembered: GuestMemory | None,

@@ -18,15 +18,17 @@ SETTLE_TOLERANCE_KIB = 2 * KIB_PER_MIB
 def unresponsive_reason(*, now: float, actual_kib: int, target_kib: int | None,
                         target_set_at: float | None, actual_since: float,
                         stats_age_s: float | None, after_s: float,
-                        ever_sampled: bool = True) -> str | None:
+                        stats_missing_since: float | None = None) -> str | None:
     """Why the balloon counts as unresponsive now, or None if it responds.
 
-    A guest that never reported statistics is waiting for them (it may be
-    booting, its balloon driver not loaded yet) for ``after_s`` from when
-    the agent first saw its balloon at its size, not unresponsive.
+    A guest without statistics is waiting for them, not unresponsive, for
+    ``after_s`` from ``stats_missing_since`` (when it last reported any, or
+    when the agent first saw it): a booting guest has not loaded its balloon
+    driver yet, and QEMU reports none for a moment after the stats period
+    changes.
     """
     if stats_age_s is None:
-        if not ever_sampled and now - actual_since <= after_s:
+        if stats_missing_since is not None and now - stats_missing_since <= after_s:
             return None
         return 'the guest reports no balloon statistics'
     if stats_age_s > after_s:

@@ -609,3 +609,21 @@ def test_a_critical_host_reclaims_even_under_a_policy_that_never_shrinks():
     out = plan(dataclasses.replace(HOST, available_kib=512 * MiB), [sample(stats=stats)],
                FixedPolicy({}), {}, {'u1': mem(3 * GiB, 3 * GiB, True)}, settings)
     assert out.host_critical and out.decisions[0].action is Action.SHRINK
+
+
+def test_statistics_missing_for_a_moment_are_awaited_not_unresponsive():
+    # The guest reported statistics 10 s ago (QEMU reports none for a moment
+    # after the agent changed its stats period): waiting, never shrunk.
+    no_stats = BalloonStats(actual_kib=3 * GiB)
+    memory = GuestMemory(target_kib=3 * GiB, actual_kib=3 * GiB, shrunk=True,
+                         actual_since=SETTLED, sampled_at=100, stats_seen_at=NOW - 10)
+    out = plan(HOST, [sample(stats=no_stats, age=None)], FixedPolicy({'u1': 2 * GiB}), {},
+               {'u1': memory}, SETTINGS)
+    assert out.views['u1'].unresponsive is None
+    assert out.decisions[0].action is Action.HOLD
+    assert out.memory['u1'].stats_seen_at == NOW - 10
+    # Still none a minute later: the balloon no longer answers.
+    later = dataclasses.replace(HOST, now=NOW + 51)
+    out = plan(later, [sample(stats=no_stats, age=None)], FixedPolicy({}), {}, out.memory,
+               SETTINGS)
+    assert 'no balloon statistics' in out.views['u1'].unresponsive

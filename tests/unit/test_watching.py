@@ -75,6 +75,6 @@ def test_frozen_or_missing_statistics() -> None:
 
 def test_a_guest_that_never_reported_is_waiting_for_statistics_not_unresponsive() -> None:
     # First seen at 900 s: waiting until unresponsive_after (60 s) has passed.
-    assert reason(stats_age_s=None, ever_sampled=False, now=960.0) is None
-    assert 'no balloon statistics' in reason(stats_age_s=None, ever_sampled=False,
+    assert reason(stats_age_s=None, stats_missing_since=900.0, now=960.0) is None
+    assert 'no balloon statistics' in reason(stats_age_s=None, stats_missing_since=900.0,
                                              now=961.0)
