@@ -8,10 +8,11 @@ that import both) would register ``[libvirt] connection_uri`` twice.
 
 from oslo_config import cfg
 
-from nova_balloon.conf import adaptive_policy, balloon, libvirt
+from nova_balloon.conf import adaptive_policy, balloon, libvirt, placement_ratio
 
 CONF = cfg.ConfigOpts()
 
 balloon.register_opts(CONF)
 adaptive_policy.register_opts(CONF)
 libvirt.register_opts(CONF)
+placement_ratio.register_opts(CONF)

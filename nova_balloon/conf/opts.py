@@ -2,9 +2,9 @@
 
 from oslo_config import cfg
 
-from nova_balloon.conf import adaptive_policy, balloon, compute, libvirt
+from nova_balloon.conf import adaptive_policy, balloon, compute, libvirt, placement_ratio
 
-_MODULES = (balloon, adaptive_policy, compute, libvirt)
+_MODULES = (balloon, adaptive_policy, compute, libvirt, placement_ratio)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
