@@ -26,8 +26,13 @@ from nova_balloon.capacity.advice import advise
 from nova_balloon.capacity.history import History
 from nova_balloon.conf import placement_ratio as placement_ratio_conf
 from nova_balloon.placement import guard
-from nova_balloon.placement.client import (GenerationConflict, PlacementClient, PlacementError,
-                                           PlacementRefused, load_adapter)
+from nova_balloon.placement.client import (
+    GenerationConflict,
+    PlacementClient,
+    PlacementError,
+    PlacementRefused,
+    load_adapter,
+)
 
 LOG = logging.getLogger(__name__)
 
