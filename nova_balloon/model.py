@@ -43,6 +43,9 @@ class GuestFacts:
     # Why the hypervisor cannot balloon this guest at all (device level), or None.
     unballoonable: str | None
     stats_period_s: int | None
+    # The domain has a balloon device (a guest without one cannot even be
+    # given memory back through it).
+    balloon_device: bool = True
 
 
 class BalloonStats(NamedTuple):
@@ -80,6 +83,11 @@ class GuestSample(NamedTuple):
     run_state: RunState
     # Seconds since the guest last refreshed its statistics, None if unknown.
     stats_age_s: float | None
+    # One run of the domain: what the agent learns of a guest (its targets,
+    # rates, verdicts) holds only within it. A new QEMU process (hard
+    # reboot, rescue, resize, managed save and restore, migration) or a
+    # reboot from inside the guest starts a new run. None when unknown.
+    run_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

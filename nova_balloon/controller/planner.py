@@ -99,6 +99,9 @@ class GuestMemory(NamedTuple):
     actual_high_kib: int | None = None
     # When (HostSnapshot.now) the guest last reported statistics at all.
     stats_seen_at: float | None = None
+    # The run of the domain all this belongs to (GuestSample.run_id); None
+    # when not known (adopted from the state file).
+    run_id: str | None = None
 
 
 class Classified(NamedTuple):
@@ -311,10 +314,16 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
     views: dict[str, GuestView] = {}
     # Per guest: what the second pass needs of the first.
     rows: list[tuple[str, Classified, GuestMemory | None, GuestView | None, float]] = []
+    # Guests in a new run that the agent had shrunk in the last one.
+    new_runs: set[str] = set()
     for sample in samples:
         uuid = sample.facts.uuid
         item = classified[uuid] = classify(sample, policy_file, settings)
         remembered = memory.get(uuid)
+        if remembered is not None and new_run(sample, remembered):
+            if remembered.shrunk:
+                new_runs.add(uuid)
+            remembered = None
         since = actual_since(sample, remembered, now)
         view = None
         if item.ignore_reason is None:
@@ -335,7 +344,12 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
     periods = {}
     closely = False
     for uuid, item, remembered, view, since in rows:
-        if view is not None:
+        if uuid in new_runs and item.sample.run_state is RunState.RUNNING:
+            decision = _new_run_decision(item)
+            period = view.stats_period_s if view is not None else None
+            if period is not None and period != item.sample.facts.stats_period_s:
+                periods[uuid] = period
+        elif view is not None:
             decision = guard(view, proposals.get(uuid), limits)
             period = view.stats_period_s
             if period != item.sample.facts.stats_period_s:
@@ -347,6 +361,33 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
         decisions.append(decision)
         new_memory[uuid] = _remember(item, remembered, decision, view, since, settings, now)
     return Plan(decisions, classified, views, new_memory, critical, periods, closely, host)
+
+
+def new_run(sample: GuestSample, remembered: GuestMemory) -> bool:
+    """Whether the guest runs anew since the agent remembered it.
+
+    What the agent learnt of a guest belongs to one run of the domain: after
+    a hard reboot, a rescue, a resize or a restore from a managed save (a new
+    QEMU process) or a reboot from inside the guest, an old target would
+    make the jump to full memory read as a deflation on OOM, and later as a
+    balloon stuck above its target.
+    """
+    return remembered.run_id is not None and sample.run_id is not None and \
+        remembered.run_id != sample.run_id
+
+
+def _new_run_decision(item: Classified) -> Decision:
+    """A guest the agent had shrunk starts its new run with its full memory.
+
+    A guest booting needs its memory now, and its old target may live on in
+    QEMU (a reboot inside the guest) or in the XML it was started from (a
+    managed save, a migration): the agent gives it all back and reclaims
+    again from what the new run shows.
+    """
+    facts = item.sample.facts
+    return Decision(facts.uuid, facts.name, Action.GROW, facts.max_memory_kib,
+                    (('new run of the domain (reboot, restore or rescue): full memory {} MiB '
+                      'until it shows what it needs', facts.max_memory_kib),))
 
 
 def untouched_kib(samples: Sequence[GuestSample]) -> int:
@@ -428,7 +469,8 @@ def _remember(item: Classified, remembered: GuestMemory | None, decision: Decisi
         remembered.stats_seen_at if remembered else None)
     return GuestMemory(target_kib=target, actual_kib=actual, shrunk=shrunk, actual_since=since,
                        target_set_at=set_at, unresponsive_until=until, unresponsive=reason,
-                       stats_seen_at=stats_seen_at, **_sample_memory(remembered, view))
+                       stats_seen_at=stats_seen_at, run_id=item.sample.run_id,
+                       **_sample_memory(remembered, view))
 
 
 def _sample_memory(remembered: GuestMemory | None,
@@ -450,11 +492,24 @@ def _sample_memory(remembered: GuestMemory | None,
 
 
 def _ignored_decision(item: Classified, remembered: GuestMemory | None) -> Decision:
-    """Guests the agent does not manage; one it shrank earlier gets its memory back."""
+    """Guests the agent does not manage; one it shrank earlier gets its memory back.
+
+    So does a guest whose memory cannot be ballooned (a device pins it, as a
+    vGPU or a vDPA port hot-plugged after the agent shrank it, or one that
+    arrived shrunk): whoever shrank it, its balloon holds memory the host
+    cannot use, and deflating is always allowed. Each is asked once; a guest
+    without a balloon device is at its full size and never asked.
+    """
     facts = item.sample.facts
     assert item.ignore_reason is not None
-    running = item.sample.run_state is RunState.RUNNING and facts.unballoonable is None
-    if remembered is not None and remembered.shrunk and running:
+    running = item.sample.run_state is RunState.RUNNING
+    owed = remembered is not None and remembered.shrunk and facts.unballoonable is None
+    if facts.unballoonable is not None and facts.balloon_device:
+        actual = item.sample.stats.actual_kib
+        asked = remembered is not None and remembered.target_kib == facts.max_memory_kib
+        owed = actual is not None and not asked and \
+            actual < facts.max_memory_kib - SETTLE_TOLERANCE_KIB
+    if owed and running:
         return Decision(facts.uuid, facts.name, Action.GROW, facts.max_memory_kib,
                         (('restoring full memory {} MiB: {}', facts.max_memory_kib,
                           item.ignore_reason),))

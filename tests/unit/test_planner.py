@@ -422,7 +422,6 @@ def test_plan_ignored_guest_shrunk_earlier_restored(ignored):
 @pytest.mark.parametrize('ignored', [
     dict(run_state=RunState.PAUSED),
     dict(run_state=RunState.MIGRATING),
-    dict(unballoonable='PCI host device assigned'),
 ])
 def test_plan_ignored_guest_that_cannot_be_restored_now_stays_owed(ignored):
     s = sample(stats=BalloonStats(actual_kib=3 * GiB, usable_kib=2 * GiB), **ignored)

@@ -43,19 +43,36 @@ def _memory_kib(element: Element | None) -> int:
     return int(amount * _UNIT_KIB[unit])
 
 
-def _unballoonable(root: Element) -> str | None:
-    """Why the balloon cannot or must not move, from the devices and backing."""
+def _has_balloon(root: Element) -> bool:
     balloon = root.find('./devices/memballoon')
-    if balloon is None or balloon.get('model', 'none') == 'none':
+    return balloon is not None and balloon.get('model', 'none') != 'none'
+
+
+def _unballoonable(root: Element) -> str | None:
+    """Why the balloon cannot or must not move, from the devices and backing.
+
+    Memory the host cannot take back: pinned for a device's DMA (VFIO for
+    PCI and SR-IOV host devices and mediated devices such as vGPUs, vhost-vdpa
+    for vDPA ports: QEMU then discards no page the balloon takes), locked,
+    huge pages, encrypted, or a shared file the guest's pages live in.
+    """
+    if not _has_balloon(root):
         return 'no balloon device (memballoon model none)'
     backing = root.find('./memoryBacking')
     if backing is not None and backing.find('hugepages') is not None:
         return 'hugepage memory backing'
     if backing is not None and backing.find('locked') is not None:
         return 'locked memory backing'
+    if backing is not None and backing.find("source[@type='file']") is not None and \
+            backing.find("access[@mode='shared']") is not None:
+        return 'shared file-backed memory (pages the balloon frees stay in the file)'
     if root.find("./devices/hostdev[@type='pci']") is not None or \
             root.find("./devices/interface[@type='hostdev']") is not None:
         return 'PCI host device assigned (QEMU disables ballooning with vfio)'
+    if root.find("./devices/hostdev[@type='mdev']") is not None:
+        return 'mediated device assigned, such as a vGPU (vfio pins guest memory)'
+    if root.find("./devices/interface[@type='vdpa']") is not None:
+        return 'vDPA interface (vhost-vdpa pins guest memory)'
     security = root.find('./launchSecurity')
     if security is not None:
         return f"memory encryption ({security.get('type', 'unknown')})"
@@ -105,4 +122,5 @@ def parse_domain_xml(xml: str) -> GuestFacts:
                       max_memory_kib=_memory_kib(root.find('memory')),
                       nova=_nova_metadata(root),
                       unballoonable=_unballoonable(root),
-                      stats_period_s=_stats_period(root))
+                      stats_period_s=_stats_period(root),
+                      balloon_device=_has_balloon(root))

@@ -161,6 +161,13 @@ class LibvirtDriver:
         self._facts: dict[str, tuple[int, GuestFacts]] = {}
         self._domains: dict[str, libvirt.virDomain] = {}
         self._migrating: set[str] = set()
+        # uuid -> reboots from inside the guest seen by events: the guest's
+        # QEMU (and its domain id) stays, yet its memory starts over.
+        self._reboots: dict[str, int] = {}
+        # Reboots not yet reported by a collection: the balloon's jump to full
+        # size and back, as the guest's balloon driver restarts, is no
+        # deflation on OOM.
+        self._reboot_pending: set[str] = set()
         # uuid -> how many times events changed the domain: facts read while
         # an event arrived are used once but not kept.
         self._generation: dict[str, int] = {}
@@ -228,21 +235,34 @@ class LibvirtDriver:
     def _register_events(self, conn: libvirt.virConnect) -> None:
         conn.registerCloseCallback(self._on_close, None)
         ids = self._event_ids[id(conn)] = []
+        # A hot-plugged or unplugged device (a vGPU, a vDPA or SR-IOV port)
+        # may pin the guest's RAM: its XML is read again, as after a restart.
         for event in (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                      libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE):
+                      libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+                      libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+                      libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED):
             ids.append(conn.domainEventRegisterAny(None, event, self._on_domain_changed,
                                                    None))
         for event, callback in (
                 (libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
                  self._on_migration_iteration),
                 (libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on_job_completed),
+                (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot),
                 (libvirt.VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE, self._on_balloon_change)):
             ids.append(conn.domainEventRegisterAny(None, event, callback, None))
 
     def _on_balloon_change(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
                            actual_kib: int, opaque: Any) -> None:
-        if self.on_balloon_change is not None:
-            self.on_balloon_change(dom.UUIDString(), actual_kib)
+        uuid = dom.UUIDString()
+        if self.on_balloon_change is not None and uuid not in self._reboot_pending:
+            self.on_balloon_change(uuid, actual_kib)
+
+    def _on_reboot(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                   opaque: Any) -> None:
+        uuid = dom.UUIDString()
+        with self._lock:
+            self._reboots[uuid] = self._reboots.get(uuid, 0) + 1
+            self._reboot_pending.add(uuid)
 
     def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: Any) -> None:
         with self._lock:
@@ -293,11 +313,12 @@ class LibvirtDriver:
             domains[uuid] = dom
             stats = _stats(record)
             run_state = _run_state(record.get('state.state'), record.get('state.reason'))
-            if uuid in self._migrating:
+            if uuid in self._migrating and self._still_migrating(dom, uuid):
                 run_state = RunState.MIGRATING
             age = now - stats.last_update if stats.last_update else None
-            samples.append(GuestSample(facts=facts, stats=stats, run_state=run_state,
-                                       stats_age_s=age))
+            samples.append(GuestSample(
+                facts=facts, stats=stats, run_state=run_state, stats_age_s=age,
+                run_id=f'{dom.ID()}.{self._reboots.get(uuid, 0)}'))
         self._domains = domains
         with self._lock:
             for uuid in set(self._facts) - set(domains):
@@ -305,8 +326,30 @@ class LibvirtDriver:
             if len(self._generation) > len(domains):
                 self._generation = {u: g for u, g in self._generation.items()
                                     if u in domains}
+            if len(self._reboots) > len(domains):
+                self._reboots = {u: n for u, n in self._reboots.items() if u in domains}
+            self._reboot_pending.clear()
         total_kib, available_kib = self.host_memory.read()
         return Collection(total_kib, available_kib, samples)
+
+    def _still_migrating(self, dom: libvirt.virDomain, uuid: str) -> bool:
+        """Whether the migration that an event announced still runs.
+
+        A migration that fails or is aborted (Nova's default action when
+        ``live_migration_completion_timeout`` passes) ends with no job
+        completed event on the source: the job itself says it is over, so
+        the guest is managed again from the next cycle.
+        """
+        try:
+            self.calls += 1
+            job = _call_with_timeout('job info', dom.jobInfo, self.call_timeout_s)
+        except (CallTimedOut, libvirt.libvirtError):
+            return True
+        if job and job[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+            return True
+        with self._lock:
+            self._migrating.discard(uuid)
+        return False
 
     def _all_domain_stats(self, conn: libvirt.virConnect) -> list[tuple[Any, dict[str, Any]]]:
         """The bulk statistics; once more if a guest's hung monitor held the call up.
