@@ -24,6 +24,7 @@ from nova_balloon import flavor_policy, policies
 from nova_balloon.agent import state
 from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import Controller, CycleReport, tune_collector
+from nova_balloon.metrics import exporter as metrics_exporter
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 from nova_balloon.virt.libvirt import driver as libvirt_driver
 
@@ -63,6 +64,8 @@ class BalloonAgent(service.Service):
             planner.Settings.from_conf(conf.balloon),
             flavor_policy.PolicyFile(conf.balloon.flavor_policy_file),
             dry_run=conf.balloon.dry_run, memory=memory)
+        # Prometheus metrics, when [metrics] listen names an address.
+        self.metrics = metrics_exporter.start(conf)
 
     def start(self) -> None:
         super().start()
@@ -149,6 +152,8 @@ class BalloonAgent(service.Service):
                 remembered.target_kib is None or \
                 actual_kib <= remembered.target_kib + SETTLE_TOLERANCE_KIB:
             return
+        if self.metrics is not None:
+            self.metrics.oom_deflated(uuid)
         LOG.info('Guest %s deflated its balloon to %d MiB, above its target %d MiB: '
                  'running a cycle now', uuid, actual_kib // 1024,
                  remembered.target_kib // 1024)
@@ -168,6 +173,8 @@ class BalloonAgent(service.Service):
                             self.controller.failed_cycles, exc_info=True)
             return None
         self.cycles += 1
+        if self.metrics is not None:
+            self.metrics.observe(report, self.driver.calls, time.time())
         known = self.controller.memory
         self._last_actual = {u: a for u, a in self._last_actual.items() if u in known}
         self._write_state(report, running=True)

@@ -8,7 +8,7 @@ that import both) would register ``[libvirt] connection_uri`` twice.
 
 from oslo_config import cfg
 
-from nova_balloon.conf import adaptive_policy, balloon, libvirt, placement_ratio
+from nova_balloon.conf import adaptive_policy, balloon, libvirt, metrics, placement_ratio
 
 CONF = cfg.ConfigOpts()
 
@@ -16,3 +16,4 @@ balloon.register_opts(CONF)
 adaptive_policy.register_opts(CONF)
 libvirt.register_opts(CONF)
 placement_ratio.register_opts(CONF)
+metrics.register_opts(CONF)

@@ -2,9 +2,16 @@
 
 from oslo_config import cfg
 
-from nova_balloon.conf import adaptive_policy, balloon, compute, libvirt, placement_ratio
+from nova_balloon.conf import (
+    adaptive_policy,
+    balloon,
+    compute,
+    libvirt,
+    metrics,
+    placement_ratio,
+)
 
-_MODULES = (balloon, adaptive_policy, compute, libvirt, placement_ratio)
+_MODULES = (balloon, adaptive_policy, compute, libvirt, placement_ratio, metrics)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
