@@ -87,7 +87,7 @@ def decide(inventory: MemoryInventory, advised: float | None, limits: Limits,
     """The ratio to set now, or None, and why (see the module's docstring)."""
     current = inventory.allocation_ratio
     if advised is None:
-        return Decision(None, f'no advice; the ratio stays {current:g}')
+        return Decision(None, f'no advice; the ratio stays {current:.2f}')
     if inventory.usable_mb <= 0:
         return Decision(None, f'MEMORY_MB has nothing to share: total {inventory.total_mb} '
                               f'MiB, reserved {inventory.reserved_mb} MiB')
@@ -97,27 +97,29 @@ def decide(inventory: MemoryInventory, advised: float | None, limits: Limits,
                               f'may come in {wait:.0f} s (interval {limits.interval_s:g} s)')
     target = min(max(advised, limits.min_ratio), limits.max_ratio)
     bounded = '' if target == advised else \
-        f' held to {target:g} by [{limits.min_ratio:g}, {limits.max_ratio:g}]'
+        f' held to {target:.2f} by [{limits.min_ratio:.2f}, {limits.max_ratio:.2f}]'
     if abs(target - current) < limits.hysteresis:
-        return Decision(None, f'advice {advised:g}{bounded} is within hysteresis '
-                              f'{limits.hysteresis:g} of the current {current:g}')
+        return Decision(None, f'advice {advised:.2f}{bounded} is within hysteresis '
+                              f'{limits.hysteresis:g} of the current {current:.2f}')
     step = max(-limits.max_step, min(limits.max_step, target - current))
     new = _hundredths(current + step)
     stepped = '' if new == _hundredths(target) else f', one step of at most {limits.max_step:g}'
+    # Only a lower ratio can leave the allocations short; a higher one always helps.
     needed = ratio_needed(inventory)
     floored = ''
-    if new < needed:
+    if new < current and new < needed:
+        if needed >= current:
+            return Decision(None, f'advice {advised:.2f}{bounded} is below what the '
+                                  f'allocations need: {inventory.used_mb} MiB used of '
+                                  f'{inventory.usable_mb} MiB usable needs at least '
+                                  f'{needed:.2f}; the ratio stays {current:.2f}')
         new = needed
-        floored = (f', raised to {needed:g} that the allocations need ({inventory.used_mb} '
+        floored = (f', raised to {needed:.2f} that the allocations need ({inventory.used_mb} '
                    f'MiB used of {inventory.usable_mb} MiB usable)')
-    if floored and new >= current:
-        return Decision(None, f'advice {advised:g}{bounded} is below what the allocations '
-                              f'need: {inventory.used_mb} MiB used of {inventory.usable_mb} '
-                              f'MiB usable needs at least {needed:g}; the ratio stays '
-                              f'{current:g}')
     if new == _hundredths(current):
-        return Decision(None, f'advice {advised:g}{bounded} rounds to the current {current:g}')
-    return Decision(new, f'{current:g} -> {new:g}: advice {advised:g}{bounded}{stepped}'
-                         f'{floored}; capacity {inventory.capacity_mb} -> '
+        return Decision(None, f'advice {advised:.2f}{bounded} rounds to the current '
+                              f'{current:.2f}')
+    return Decision(new, f'{current:.2f} -> {new:.2f}: advice {advised:.2f}{bounded}'
+                         f'{stepped}{floored}; capacity {inventory.capacity_mb} -> '
                          f'{int(inventory.usable_mb * new)} MiB, {inventory.used_mb} MiB '
                          f'allocated')

@@ -21,7 +21,7 @@ def inventory(ratio: float, used_mb: int = 0, total_mb: int = 16384,
 def test_a_step_toward_the_advice_at_most_max_step():
     up = decide(inventory(1.0), 1.37, LIMITS, None, NOW)
     assert up.ratio == 1.1
-    assert '1 -> 1.1' in up.reason and 'one step of at most 0.1' in up.reason
+    assert '1.00 -> 1.10' in up.reason and 'one step of at most 0.1' in up.reason
     # The last step lands on the advice itself.
     assert decide(inventory(1.3), 1.37, LIMITS, None, NOW).ratio == 1.37
     assert decide(inventory(1.5), 1.2, LIMITS, None, NOW).ratio == 1.4
@@ -29,7 +29,7 @@ def test_a_step_toward_the_advice_at_most_max_step():
 
 def test_the_advice_is_held_within_min_and_max_ratio():
     above = decide(inventory(1.95), 3.0, LIMITS, None, NOW)
-    assert above.ratio == 2.0 and 'held to 2 by [1, 2]' in above.reason
+    assert above.ratio == 2.0 and 'held to 2.00 by [1.00, 2.00]' in above.reason
     below = decide(inventory(1.05), 0.5, LIMITS, None, NOW)
     assert below.ratio == 1.0
     # Already at the ceiling: the advice above it changes nothing.
@@ -59,7 +59,7 @@ def test_never_below_what_the_allocations_need():
     partial = decide(full, 1.0, LIMITS, None, NOW)
     assert partial.ratio == 1.1  # the step (1.2 - 0.1) is still above 1.08
     closer = decide(inventory(1.12, used_mb=17000), 1.0, LIMITS, None, NOW)
-    assert closer.ratio == 1.08 and 'raised to 1.08' in closer.reason
+    assert closer.ratio == 1.08 and 'raised to 1.08 that the allocations need' in closer.reason
     stuck = decide(inventory(1.08, used_mb=17000), 1.0, LIMITS, None, NOW)
     assert stuck.ratio is None and 'needs at least 1.08' in stuck.reason
 
@@ -70,6 +70,10 @@ def test_over_capacity_already_the_advice_may_still_raise_the_ratio():
     assert decide(inventory(1.0, used_mb=17000), 1.5, LIMITS, None, NOW).ratio == 1.1
     assert decide(inventory(1.1, used_mb=17000, reserved_mb=2000), 1.0,
                   LIMITS, None, NOW).ratio is None
+    # Up by a step, even if the allocations would need a bigger one.
+    small_steps = Limits(min_ratio=1.0, max_ratio=2.0, max_step=0.05, hysteresis=0.05,
+                         interval_s=3600)
+    assert decide(inventory(1.0, used_mb=17000), 1.5, small_steps, None, NOW).ratio == 1.05
 
 
 def test_no_advice_or_no_usable_memory_changes_nothing():
