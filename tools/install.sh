@@ -3,7 +3,7 @@
 #
 # Idempotent and quick when all is there: the Debian packages of bindep.txt,
 # a virtualenv in .venv with the package and its test requirements, the tiny
-# test guest (build/guest) and a running libvirtd.
+# test guest (build/guest), a running libvirtd and a RabbitMQ broker.
 #
 # Usage: tools/install.sh
 # Env:   PYTHON (default python3) makes the virtualenv
@@ -42,3 +42,6 @@ log "installing nova-balloon, its test and docs requirements into .venv"
 
 bash tools/build-guest-image.sh "$REPO_ROOT/build/guest"
 bash tools/start-libvirtd.sh
+# A real Placement API on 127.0.0.1 for the Placement ratio mode's tests.
+bash tools/start-placement.sh >/dev/null
+bash tools/start-rabbitmq.sh
