@@ -5,6 +5,9 @@ files: ``[DEFAULT] ram_allocation_ratio`` and ``initial_ram_allocation_ratio``
 (whether nova-compute would overwrite the ratio) and the ``[placement]``
 keystoneauth options (the credentials nova-compute uses for Placement),
 registered with keystoneauth1.loading as Nova's ``nova.conf.placement`` does.
+The sample leaves ``[placement]`` out: it is nova-compute's section, as
+Nova's configuration reference describes it, and its options depend on the
+``auth_type`` plug-in.
 """
 
 from __future__ import annotations
@@ -144,17 +147,6 @@ PLACEMENT_GROUP = 'placement'
 PLACEMENT_SERVICE_TYPE = 'placement'
 
 
-def _placement_opts() -> list[cfg.Opt]:
-    """Nova's [placement] keystoneauth options, as its sample lists them."""
-    adapter = [opt for opt in ks_loading.get_adapter_conf_options(include_deprecated=False)
-               if opt.dest not in ('version', 'min_version', 'max_version')]
-    cfg.set_defaults(adapter, valid_interfaces=['internal', 'public'],
-                     service_type=PLACEMENT_SERVICE_TYPE)
-    return (ks_loading.get_session_conf_options() +
-            ks_loading.get_auth_common_conf_options() +
-            ks_loading.get_auth_plugin_conf_options('password') + adapter)
-
-
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(placement_ratio_group)
     conf.register_opts(placement_ratio_opts, group=placement_ratio_group)
@@ -166,10 +158,9 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.set_default('valid_interfaces', ['internal', 'public'], group=PLACEMENT_GROUP)
 
 
-def list_opts() -> dict[cfg.OptGroup | str, list[cfg.Opt]]:
-    return {placement_ratio_group: placement_ratio_opts,
-            default_group: nova_ratio_opts,
-            PLACEMENT_GROUP: _placement_opts()}
+def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
+    """The mode's options and Nova's ratio options; [placement] is Nova's, documented there."""
+    return {placement_ratio_group: placement_ratio_opts, default_group: nova_ratio_opts}
 
 
 class InvalidOptions(ValueError):
