@@ -116,8 +116,11 @@ class Outcome:
     # 'set', 'would_set' (dry run), 'unchanged' or 'failed'.
     action: str
     reason: str
+    # The ratio read from Placement, and the one set (or, dry, that would be).
     ratio_before: float | None = None
     ratio_after: float | None = None
+    # The advice's ratio; None without enough history (or before it was worked out).
+    advised: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,6 +162,10 @@ class RatioUpdater:
         self._provider_uuid: str | None = None
         self._provider_name: str | None = None
         self._thread: threading.Thread | None = None
+        # For the metrics: the last look's outcome, and counts since start.
+        self.last_outcome: Outcome | None = None
+        self.changes = 0
+        self.failures = 0
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts,
@@ -195,6 +202,9 @@ class RatioUpdater:
             # The provider may have been re-created; look it up again next time.
             self._provider_uuid = None
             LOG.warning('Placement ratio: nothing changed: %s', exc)
+        self.last_outcome = outcome
+        self.changes += outcome.action == 'set'
+        self.failures += outcome.action == 'failed'
         return outcome
 
     def _update(self) -> Outcome:
@@ -217,11 +227,12 @@ class RatioUpdater:
             if decision.ratio is None:
                 LOG.info('Placement ratio of %s: unchanged at %g: %s', name, before,
                          decision.reason)
-                return Outcome('unchanged', decision.reason, before, before)
+                return Outcome('unchanged', decision.reason, before, before, advice.ratio)
             if settings.dry_run:
                 LOG.info('Placement ratio of %s: DRY RUN, would set MEMORY_MB '
                          'allocation_ratio %s (%s)', name, decision.reason, advice.reason)
-                return Outcome('would_set', decision.reason, before, decision.ratio)
+                return Outcome('would_set', decision.reason, before, decision.ratio,
+                               advice.ratio)
             try:
                 self.client.set_memory_ratio(memory, decision.ratio)
             except GenerationConflict as exc:
@@ -232,7 +243,7 @@ class RatioUpdater:
             except PlacementRefused as exc:
                 LOG.warning('Placement ratio of %s: Placement refused %g, the ratio stays '
                             '%g: %s', name, decision.ratio, before, exc)
-                return Outcome('failed', str(exc), before, before)
+                return Outcome('failed', str(exc), before, before, advice.ratio)
             break
         try:
             write_last_change(settings.state_file,
@@ -242,7 +253,7 @@ class RatioUpdater:
                         settings.state_file, exc)
         LOG.info('Placement ratio of %s: set MEMORY_MB allocation_ratio %s (%s)', name,
                  decision.reason, advice.reason)
-        return Outcome('set', decision.reason, before, decision.ratio)
+        return Outcome('set', decision.reason, before, decision.ratio, advice.ratio)
 
     def start(self, stopping: threading.Event) -> None:
         """Update now and then every interval in a thread of its own, until ``stopping``."""

@@ -23,11 +23,13 @@ import libvirt
 import pytest
 from keystoneauth1 import adapter, session, token_endpoint
 from oslo_config import cfg
+from prometheus_client import CollectorRegistry, generate_latest
 
 from nova_balloon.capacity.history import SECONDS_PER_MINUTE, FlavorUse, History, Minute
 from nova_balloon.conf import balloon, placement_ratio
 from nova_balloon.conf import libvirt as libvirt_conf
 from nova_balloon.placement.client import PlacementClient, ProviderMemory
+from nova_balloon.placement.metrics import RatioCollector
 from nova_balloon.placement.updater import RatioUpdater, read_last_change
 
 pytestmark = pytest.mark.functional
@@ -310,3 +312,18 @@ def test_an_unknown_provider_is_named(tmp_path, placement_endpoint):
                           history_advising(1.5)).update()
     assert outcome.action == 'failed'
     assert "no resource provider named 'no-such-node.example.org'" in outcome.reason
+
+
+def test_each_change_is_a_metric(tmp_path, placement_endpoint, admin, node):
+    name, rp = node
+    updater = updater_for(nova_conf(tmp_path, placement_endpoint, name), history_advising(1.5))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RatioCollector(updater))
+    assert 'nova_balloon_placement_allocation_ratio ' not in generate_latest(registry).decode()
+    updater.update()
+    updater.update()
+    scraped = generate_latest(registry).decode()
+    assert 'nova_balloon_placement_ratio_changes_total 1.0' in scraped
+    assert 'nova_balloon_placement_ratio_failures_total 0.0' in scraped
+    assert 'nova_balloon_placement_allocation_ratio 1.2' in scraped
+    assert 'nova_balloon_placement_advised_ratio 1.5' in scraped
