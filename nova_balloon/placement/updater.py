@@ -171,6 +171,13 @@ class RatioUpdater:
     def from_conf(cls, conf: cfg.ConfigOpts,
                   history: Callable[[], History]) -> RatioUpdater | None:
         """The mode as configured, or None when it is off or must not act (logged why)."""
+        try:
+            for opt in placement_ratio_conf.placement_ratio_opts:
+                getattr(conf.placement_ratio, opt.dest)
+        except (cfg.ConfigFileValueError, ValueError) as exc:
+            LOG.warning('The agent will not set the ratio in Placement: invalid value for '
+                        '[placement_ratio] %s: %s', opt.name, exc)
+            return None
         if not conf.placement_ratio.enabled:
             return None
         refusal = nova_overwrites(conf)
