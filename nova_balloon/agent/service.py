@@ -25,6 +25,7 @@ from nova_balloon.agent import state
 from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import Controller, CycleReport, tune_collector
 from nova_balloon.metrics import exporter as metrics_exporter
+from nova_balloon.notifications import Notifier
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 from nova_balloon.virt.libvirt import driver as libvirt_driver
 
@@ -51,7 +52,8 @@ class BalloonAgent(service.Service):
         self._reload = threading.Event()
         # The process's exit status once it stops by itself (failed cycles).
         self.exit_code = 0
-        self._last_actual: dict[str, int] = {}
+        # uuid -> (run id, balloon KiB) of the last balloon size event.
+        self._last_actual: dict[str, tuple[str, int]] = {}
         self._loop_thread: threading.Thread | None = None
         previous = state.read(conf.balloon.state_file)
         memory = state.adopted_memory(previous)
@@ -66,6 +68,8 @@ class BalloonAgent(service.Service):
             dry_run=conf.balloon.dry_run, memory=memory)
         # Prometheus metrics, when [metrics] listen names an address.
         self.metrics = metrics_exporter.start(conf)
+        # Notifications of state changes, when [oslo_messaging_notifications] driver is set.
+        self.notifier = Notifier(conf)
 
     def start(self) -> None:
         super().start()
@@ -73,6 +77,7 @@ class BalloonAgent(service.Service):
                  'libvirt %s%s', self.conf.balloon.policy, self.conf.balloon.interval,
                  self.conf.balloon.stats_period, self.driver.uri,
                  ', DRY RUN' if self.conf.balloon.dry_run else '')
+        self.notifier.agent_started()
         libvirt_driver.start_event_loop()
         self.driver.on_balloon_change = self._balloon_changed
         # start() runs in the main thread, after the launcher set its signal
@@ -140,16 +145,19 @@ class BalloonAgent(service.Service):
         self.controller.policy_file = fresh
         LOG.info('SIGHUP: flavor policy file %s re-read: %d flavors', path, len(flavors))
 
-    def _balloon_changed(self, uuid: str, actual_kib: int) -> None:
+    def _balloon_changed(self, uuid: str, actual_kib: int, run_id: str) -> None:
         """On libvirt's event thread: wake the loop if the guest deflated on OOM.
 
         A balloon that grows while above its target was deflated by the guest
         itself (autodeflate); one that shrinks toward its target is just moving.
+        Sizes and targets of another run of the domain compare with nothing:
+        a new run's balloon starts at full size.
         """
-        before, self._last_actual[uuid] = self._last_actual.get(uuid), actual_kib
+        last, self._last_actual[uuid] = self._last_actual.get(uuid), (run_id, actual_kib)
+        before = last[1] if last is not None and last[0] == run_id else None
         remembered = self.controller.memory.get(uuid)
         if before is None or actual_kib <= before or remembered is None or \
-                remembered.target_kib is None or \
+                remembered.run_id not in (None, run_id) or remembered.target_kib is None or \
                 actual_kib <= remembered.target_kib + SETTLE_TOLERANCE_KIB:
             return
         if self.metrics is not None:
@@ -178,6 +186,7 @@ class BalloonAgent(service.Service):
         known = self.controller.memory
         self._last_actual = {u: a for u, a in self._last_actual.items() if u in known}
         self._write_state(report, running=True)
+        self.notifier.cycle(report)
         return report
 
     def _write_state(self, report: CycleReport | None, running: bool) -> None:
@@ -220,11 +229,13 @@ class BalloonAgent(service.Service):
         self._wake.set()
         if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
             self._loop_thread.join()
+        restored: dict[str, int] = {}
         if self.conf.balloon.restore_on_stop and not self.conf.balloon.dry_run:
             restored = self.controller.restore_all(self.conf.balloon.restore_mb_per_second,
                                                    self._restore_deadline())
             LOG.info('Restored %d guests to their full memory', len(restored))
         self._write_state(None, running=False)
+        self.notifier.agent_stopped(restored)
         super().stop(graceful)
 
     def _restore_deadline(self) -> float | None:

@@ -8,7 +8,14 @@ that import both) would register ``[libvirt] connection_uri`` twice.
 
 from oslo_config import cfg
 
-from nova_balloon.conf import adaptive_policy, balloon, libvirt, metrics, placement_ratio
+from nova_balloon.conf import (
+    adaptive_policy,
+    balloon,
+    libvirt,
+    metrics,
+    notifications,
+    placement_ratio,
+)
 
 CONF = cfg.ConfigOpts()
 
@@ -17,3 +24,4 @@ adaptive_policy.register_opts(CONF)
 libvirt.register_opts(CONF)
 placement_ratio.register_opts(CONF)
 metrics.register_opts(CONF)
+notifications.register_opts(CONF)

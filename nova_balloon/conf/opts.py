@@ -8,10 +8,12 @@ from nova_balloon.conf import (
     compute,
     libvirt,
     metrics,
+    notifications,
     placement_ratio,
 )
 
-_MODULES = (balloon, adaptive_policy, compute, libvirt, placement_ratio, metrics)
+_MODULES = (balloon, adaptive_policy, compute, libvirt, placement_ratio, metrics,
+            notifications)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

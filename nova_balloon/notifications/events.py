@@ -1,0 +1,330 @@
+"""Which notifications a cycle calls for: pure functions of two snapshots.
+
+A notification marks a change of state, never a cycle. The states, from a
+cycle's plan (``planner.Plan``), per guest:
+
+* reclaimed: the agent holds the guest below its full memory, its target
+  below its ceiling (``GuestMemory.shrunk``). ``balloon.guest.reclaimed`` on
+  the first shrink below the full memory; ``balloon.guest.restored`` when the
+  agent sets the guest back to its full memory (a growth to the ceiling, or
+  the restore when the agent stops).
+* short: a guest below its full memory that deflated its balloon on
+  out-of-memory, or whose free memory (MemAvailable) fell below the headroom
+  the safety rules keep for it. ``balloon.guest.covered`` once it is back at
+  its full memory, or has ``COVERED_HEADROOM_FACTOR`` times that headroom
+  free and no deflation, so that a guest near the line does not flap.
+  Without statistics the state stays as it was.
+* unresponsive: the planner's verdict on the balloon (``GuestView.unresponsive``);
+  ``balloon.guest.responding`` when the verdict clears.
+
+and for the host, critical (``Plan.host_critical``: less memory it can
+count on than ``[balloon] host_critical_free_mb``) and normal again.
+
+A guest first seen is compared with the nominal state (full memory, covered,
+responding): after an agent restart, a guest still reclaimed is announced
+again. A guest the agent does not manage keeps its short and unresponsive
+states (the agent has no statistics to judge them by); a guest that leaves
+the host is forgotten without a notification.
+
+Payloads are versioned as Nova's are: ``nova_object.name``, ``.namespace``,
+``.version`` and ``.data``. Memory figures are in MiB (``*_mb``), rounded
+down. A field added bumps the minor version; one changed or removed, the
+major.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from nova_balloon.controller import planner
+from nova_balloon.model import KIB_PER_MIB, GuestView, mib
+from nova_balloon.safety import SafetyLimits
+from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
+
+NAMESPACE = 'nova_balloon'
+PUBLISHER = 'nova-balloon'
+# A short guest is covered again with this many times its headroom free.
+COVERED_HEADROOM_FACTOR = 1.5
+
+
+class Priority(enum.Enum):
+    """Notification priorities, as oslo.messaging puts them on the wire."""
+
+    INFO = 'INFO'
+    WARNING = 'WARN'
+
+
+class EventType(enum.Enum):
+    GUEST_RECLAIMED = 'balloon.guest.reclaimed'
+    GUEST_RESTORED = 'balloon.guest.restored'
+    GUEST_SHORT = 'balloon.guest.short'
+    GUEST_COVERED = 'balloon.guest.covered'
+    GUEST_UNRESPONSIVE = 'balloon.guest.unresponsive'
+    GUEST_RESPONDING = 'balloon.guest.responding'
+    HOST_CRITICAL = 'balloon.host.critical'
+    HOST_NORMAL = 'balloon.host.normal'
+    AGENT_START = 'balloon.agent.start'
+    AGENT_STOP = 'balloon.agent.stop'
+
+
+PRIORITIES = {
+    EventType.GUEST_SHORT: Priority.WARNING,
+    EventType.GUEST_UNRESPONSIVE: Priority.WARNING,
+    EventType.HOST_CRITICAL: Priority.WARNING,
+}
+
+
+class Event(NamedTuple):
+    event_type: EventType
+    payload: dict[str, Any]
+
+    @property
+    def priority(self) -> Priority:
+        return PRIORITIES.get(self.event_type, Priority.INFO)
+
+
+class BalloonGuestPayload(NamedTuple):
+    """A guest, for the ``balloon.guest.*`` notifications."""
+
+    host: str
+    # The instance's uuid, which is its libvirt domain's.
+    uuid: str
+    # The libvirt domain name (instance-0000002a) and Nova's display name.
+    name: str
+    display_name: str | None
+    flavor: str | None
+    # Its full memory: the flavor's RAM, the balloon's ceiling.
+    memory_mb: int
+    # The least the agent may leave it (None while it is not managed).
+    floor_mb: int | None
+    # The balloon target the agent set last, and the size it was last seen at.
+    target_mb: int | None
+    balloon_mb: int | None
+    # The guest's MemAvailable (None without statistics).
+    free_mb: int | None
+    # Why it is short or unresponsive; None for the other events.
+    reason: str | None
+
+    VERSION = '1.0'
+
+
+class BalloonHostPayload(NamedTuple):
+    """The host, for ``balloon.host.critical`` and ``balloon.host.normal``."""
+
+    host: str
+    total_mb: int
+    # MemAvailable, the part of the guests' balloons they have not touched,
+    # and the difference: the memory the host can count on.
+    available_mb: int
+    untouched_mb: int
+    free_mb: int
+    # [balloon] host_critical_free_mb.
+    critical_free_mb: int
+    # How many guests the agent holds below their full memory, and by how much.
+    guests_reclaimed: int
+    reclaimed_mb: int
+
+    VERSION = '1.0'
+
+
+class BalloonAgentPayload(NamedTuple):
+    """The agent, for ``balloon.agent.start`` and ``balloon.agent.stop``."""
+
+    host: str
+    version: str
+    policy: str
+    interval_s: int
+    dry_run: bool
+    restore_on_stop: bool
+    # On stop: how many guests it gave their full memory back. None on start.
+    guests_restored: int | None
+
+    VERSION = '1.0'
+
+
+Payload = BalloonGuestPayload | BalloonHostPayload | BalloonAgentPayload
+
+
+def versioned(payload: Payload) -> dict[str, Any]:
+    """The payload as Nova sends its versioned objects."""
+    return {
+        'nova_object.name': type(payload).__name__,
+        'nova_object.namespace': NAMESPACE,
+        'nova_object.version': payload.VERSION,
+        'nova_object.data': payload._asdict(),
+    }
+
+
+def publisher_id(host: str) -> str:
+    return f'{PUBLISHER}:{host}'
+
+
+class GuestState(NamedTuple):
+    """What the notifications say of one guest after a cycle."""
+
+    uuid: str
+    name: str
+    display_name: str | None
+    flavor: str | None
+    ceiling_kib: int
+    floor_kib: int | None
+    target_kib: int | None
+    balloon_kib: int | None
+    free_kib: int | None
+    reclaimed: bool
+    # Why the guest is short, None while it is covered.
+    short: str | None
+    # Why the balloon counts as unresponsive, None while it responds.
+    unresponsive: str | None
+
+
+# Full memory, covered, responding: what a guest first seen is compared with.
+NOMINAL = GuestState(uuid='', name='', display_name=None, flavor=None, ceiling_kib=0,
+                     floor_kib=None, target_kib=None, balloon_kib=None, free_kib=None,
+                     reclaimed=False, short=None, unresponsive=None)
+
+
+class HostState(NamedTuple):
+    critical: bool
+    total_kib: int
+    available_kib: int
+    untouched_kib: int
+    critical_kib: int
+    guests_reclaimed: int
+    reclaimed_kib: int
+
+
+def _short(view: GuestView, limits: SafetyLimits, before: str | None) -> str | None:
+    """Why the managed guest is short of memory now, or None (see the module)."""
+    if view.actual_kib >= view.ceiling_kib - SETTLE_TOLERANCE_KIB:
+        return None
+    if view.deflated_on_oom:
+        return (f'deflated its balloon on out-of-memory: {mib(view.actual_kib)} MiB, above '
+                f'its target {mib(view.target_kib)} MiB')
+    if view.usable_kib is None:
+        return before
+    headroom = limits.headroom_for(view)
+    line = int(headroom * COVERED_HEADROOM_FACTOR) if before else headroom
+    if view.usable_kib >= line:
+        return None
+    return before or (f'{mib(view.usable_kib)} MiB free, below its headroom of '
+                      f'{mib(headroom)} MiB')
+
+
+def guest_states(plan: planner.Plan, previous: Mapping[str, GuestState],
+                 limits: SafetyLimits) -> dict[str, GuestState]:
+    """Every guest's state after the cycle that made ``plan``.
+
+    ``plan.memory`` must be what the controller kept: the targets it could
+    not apply (errors, dry run) are the ones it had before.
+    """
+    states = {}
+    for uuid, item in plan.classified.items():
+        facts = item.sample.facts
+        before = previous.get(uuid)
+        remembered = plan.memory.get(uuid)
+        view = plan.views.get(uuid)
+        if view is not None:
+            short = _short(view, limits, before.short if before else None)
+            unresponsive = view.unresponsive
+            free = view.usable_kib
+        else:
+            short = before.short if before else None
+            unresponsive = before.unresponsive if before else None
+            free = item.sample.stats.usable_kib
+        states[uuid] = GuestState(
+            uuid=uuid, name=facts.name,
+            display_name=facts.nova.instance_name if facts.nova else None,
+            flavor=facts.nova.flavor_name if facts.nova else None,
+            ceiling_kib=facts.max_memory_kib, floor_kib=item.floor_kib,
+            target_kib=remembered.target_kib if remembered else None,
+            balloon_kib=item.sample.stats.actual_kib, free_kib=free,
+            reclaimed=remembered.shrunk if remembered else False,
+            short=short, unresponsive=unresponsive)
+    return states
+
+
+def host_state(plan: planner.Plan, critical_kib: int,
+               guests: Mapping[str, GuestState]) -> HostState | None:
+    """The host after the cycle that made ``plan``; None if it has no host figures."""
+    host = plan.host
+    if host is None:
+        return None
+    held = [g.ceiling_kib - g.target_kib for g in guests.values()
+            if g.reclaimed and g.target_kib is not None]
+    return HostState(
+        critical=plan.host_critical, total_kib=host.total_kib,
+        available_kib=host.available_kib, untouched_kib=host.untouched_kib,
+        critical_kib=critical_kib, guests_reclaimed=len(held), reclaimed_kib=sum(held))
+
+
+def guest_payload(state: GuestState, host: str, reason: str | None = None) -> dict[str, Any]:
+    return versioned(BalloonGuestPayload(
+        host=host, uuid=state.uuid, name=state.name, display_name=state.display_name,
+        flavor=state.flavor, memory_mb=state.ceiling_kib // KIB_PER_MIB,
+        floor_mb=mib(state.floor_kib), target_mb=mib(state.target_kib),
+        balloon_mb=mib(state.balloon_kib), free_mb=mib(state.free_kib), reason=reason))
+
+
+def host_payload(state: HostState, host: str) -> dict[str, Any]:
+    return versioned(BalloonHostPayload(
+        host=host, total_mb=state.total_kib // KIB_PER_MIB,
+        available_mb=state.available_kib // KIB_PER_MIB,
+        untouched_mb=state.untouched_kib // KIB_PER_MIB,
+        free_mb=(state.available_kib - state.untouched_kib) // KIB_PER_MIB,
+        critical_free_mb=state.critical_kib // KIB_PER_MIB,
+        guests_reclaimed=state.guests_reclaimed,
+        reclaimed_mb=state.reclaimed_kib // KIB_PER_MIB))
+
+
+def guest_events(previous: Mapping[str, GuestState], current: Mapping[str, GuestState],
+                 host: str) -> list[Event]:
+    """The notifications for the guests whose states changed."""
+    events = []
+    for uuid, state in current.items():
+        before = previous.get(uuid, NOMINAL)
+        if state.reclaimed != before.reclaimed:
+            kind = EventType.GUEST_RECLAIMED if state.reclaimed else EventType.GUEST_RESTORED
+            events.append(Event(kind, guest_payload(state, host)))
+        if (state.short is None) != (before.short is None):
+            kind = EventType.GUEST_SHORT if state.short else EventType.GUEST_COVERED
+            events.append(Event(kind, guest_payload(state, host, state.short)))
+        if (state.unresponsive is None) != (before.unresponsive is None):
+            kind = EventType.GUEST_UNRESPONSIVE if state.unresponsive else \
+                EventType.GUEST_RESPONDING
+            events.append(Event(kind, guest_payload(state, host, state.unresponsive)))
+    return events
+
+
+def host_events(previous: HostState | None, current: HostState, host: str) -> list[Event]:
+    """``balloon.host.critical`` or ``.normal`` when the host changed state."""
+    was_critical = previous.critical if previous is not None else False
+    if current.critical == was_critical:
+        return []
+    kind = EventType.HOST_CRITICAL if current.critical else EventType.HOST_NORMAL
+    return [Event(kind, host_payload(current, host))]
+
+
+def restored_on_stop(states: Mapping[str, GuestState], restored: Mapping[str, int],
+                     host: str) -> list[Event]:
+    """``balloon.guest.restored`` for each reclaimed guest the stopping agent restored.
+
+    ``restored`` maps a guest to the target set (its ceiling). A guest the
+    agent never saw reclaimed gets no event (none said it was reclaimed);
+    the agent's stop notification counts it.
+    """
+    return [Event(EventType.GUEST_RESTORED,
+                  guest_payload(states[uuid]._replace(reclaimed=False, target_kib=target),
+                                host))
+            for uuid, target in restored.items()
+            if uuid in states and states[uuid].reclaimed]
+
+
+def agent_event(kind: EventType, host: str, version: str, policy: str, interval_s: int,
+                dry_run: bool, restore_on_stop: bool,
+                guests_restored: int | None = None) -> Event:
+    return Event(kind, versioned(BalloonAgentPayload(
+        host=host, version=version, policy=policy, interval_s=interval_s, dry_run=dry_run,
+        restore_on_stop=restore_on_stop, guests_restored=guests_restored)))

@@ -1,0 +1,192 @@
+"""The thin part: sends what ``events`` decides with oslo.messaging, as Nova does.
+
+``oslo_messaging.get_notification_transport(conf)`` takes
+``[oslo_messaging_notifications] transport_url``, else ``[DEFAULT]
+transport_url``, so a compute node's nova.conf works as it is; the
+notifier's publisher is ``nova-balloon:<[DEFAULT] host>``, and its drivers,
+topics and retries are ``[oslo_messaging_notifications]``'s. Notifications
+are off unless ``driver`` is set, as for Nova.
+
+Sending runs on a thread of its own through a bounded queue: oslo.messaging
+retries an unreachable broker forever by default (``retry = -1``), and a
+cycle must never wait for it. When the queue is full, further notifications
+are dropped with a warning until it drains. oslo.messaging logs a failed
+delivery itself (its own logger, at ERROR, as in every OpenStack service).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+
+import oslo_messaging
+import oslo_messaging.opts
+import pbr.version
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_balloon.conf import balloon as balloon_conf
+from nova_balloon.conf import notifications as notifications_conf
+from nova_balloon.controller.cycle import CycleReport
+from nova_balloon.model import KIB_PER_MIB
+from nova_balloon.notifications import events
+from nova_balloon.safety import SafetyLimits
+
+LOG = logging.getLogger(__name__)
+
+NOTIFICATIONS_GROUP = 'oslo_messaging_notifications'
+# Notifications waiting for the broker; beyond this they are dropped.
+QUEUE_SIZE = 1000
+# How long a stopping agent waits for its last notifications to leave.
+CLOSE_TIMEOUT_S = 3.0
+
+
+class Notifier:
+    """The agent's notifications: give it the agent's ConfigOpts.
+
+    Call ``agent_started()`` once, ``cycle(report)`` after each cycle and
+    ``agent_stopped(restored)`` at the end; each sends only what changed.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts):
+        balloon_conf.register_opts(conf)
+        notifications_conf.register_opts(conf)
+        for group, opts in oslo_messaging.opts.list_opts():
+            if group == NOTIFICATIONS_GROUP:
+                conf.register_opts(opts, group=group)
+        self.conf = conf
+        try:
+            self.host: str = conf.host
+        except (cfg.ConfigFileValueError, ValueError) as exc:
+            self.host = socket.gethostname()
+            LOG.warning('Notifications: [DEFAULT] host is invalid (%s); they name this host '
+                        '%s', exc, self.host)
+        self.publisher_id = events.publisher_id(self.host)
+        self.limits = SafetyLimits.from_conf(conf.balloon)
+        self.guests: dict[str, events.GuestState] = {}
+        self.host_state: events.HostState | None = None
+        self._queue: queue.Queue[events.Event | None] = queue.Queue(QUEUE_SIZE)
+        self._dropped = 0
+        self._transport: oslo_messaging.Transport | None = None
+        self._notifier: oslo_messaging.Notifier | None = None
+        self._sender: threading.Thread | None = None
+        self._connect()
+
+    @property
+    def enabled(self) -> bool:
+        return self._notifier is not None
+
+    def _connect(self) -> None:
+        """A notifier on the configured transport, or none (off) with the reason logged."""
+        group = self.conf[NOTIFICATIONS_GROUP]
+        drivers = [d for d in group.driver if d != 'noop']
+        if not drivers:
+            LOG.info('Notifications off: [%s] driver is not set', NOTIFICATIONS_GROUP)
+            return
+        known = {e.name for e in importlib.metadata.entry_points(
+            group='oslo.messaging.notify.drivers')}
+        unknown = sorted(set(drivers) - known)
+        if unknown:
+            LOG.warning('Notifications: [%s] driver %s unknown (oslo.messaging has %s); '
+                        'it sends nothing', NOTIFICATIONS_GROUP, ', '.join(unknown),
+                        ', '.join(sorted(known)))
+        try:
+            self._transport = oslo_messaging.get_notification_transport(self.conf)
+        except (oslo_messaging.MessagingException, cfg.Error, ValueError) as exc:
+            LOG.warning('Notifications off: the transport URL ([%s] transport_url, else '
+                        '[DEFAULT] transport_url) is unusable: %s', NOTIFICATIONS_GROUP, exc)
+            return
+        self._notifier = oslo_messaging.Notifier(self._transport,
+                                                 publisher_id=self.publisher_id)
+        self._sender = threading.Thread(target=self._send_queued, name='notifications',
+                                        daemon=True)
+        self._sender.start()
+        LOG.info('Notifications on: driver %s, topics %s, publisher %s',
+                 ', '.join(drivers), ', '.join(group.topics), self.publisher_id)
+
+    def agent_started(self) -> None:
+        self.send([self._agent_event(events.EventType.AGENT_START)])
+
+    def cycle(self, report: CycleReport | None) -> None:
+        """The notifications of one cycle: guests and host that changed state.
+
+        A cycle without a plan (hypervisor unreachable, a failed cycle)
+        changes no state.
+        """
+        if not self.enabled or report is None or report.plan is None:
+            return
+        guests = events.guest_states(report.plan, self.guests, self.limits)
+        host = events.host_state(report.plan,
+                                 self.conf.balloon.host_critical_free_mb * KIB_PER_MIB, guests)
+        found = events.guest_events(self.guests, guests, self.host)
+        if host is not None:
+            found += events.host_events(self.host_state, host, self.host)
+            self.host_state = host
+        self.guests = guests
+        self.send(found)
+
+    def agent_stopped(self, restored: Mapping[str, int]) -> None:
+        """The guests restored on stop, the agent's stop, then the last sends."""
+        self.send(events.restored_on_stop(self.guests, restored, self.host)
+                  + [self._agent_event(events.EventType.AGENT_STOP, len(restored))])
+        self.close()
+
+    def _agent_event(self, kind: events.EventType,
+                     guests_restored: int | None = None) -> events.Event:
+        group = self.conf.balloon
+        return events.agent_event(
+            kind, self.host, pbr.version.VersionInfo('nova-balloon').version_string(),
+            group.policy, group.interval, group.dry_run, group.restore_on_stop,
+            guests_restored)
+
+    def send(self, found: Iterable[events.Event]) -> None:
+        """Queue the events for the sender thread; never waits for the broker."""
+        if not self.enabled:
+            return
+        for event in found:
+            try:
+                self._queue.put_nowait(event)
+            except queue.Full:
+                if not self._dropped:
+                    LOG.warning('Notifications: %d waiting for the broker (slow or '
+                                'unreachable); dropping %s and the next ones until they '
+                                'leave', QUEUE_SIZE, event.event_type.value)
+                self._dropped += 1
+                continue
+            if self._dropped:
+                LOG.info('Notifications flow again; %d were dropped', self._dropped)
+                self._dropped = 0
+
+    def _send_queued(self) -> None:
+        assert self._notifier is not None
+        while (event := self._queue.get()) is not None:
+            send = self._notifier.warn if event.priority is events.Priority.WARNING \
+                else self._notifier.info
+            try:
+                send({}, event.event_type.value, event.payload)
+            except Exception as exc:  # a notification must never end the sender
+                LOG.warning('Notification %s not sent: %s', event.event_type.value, exc)
+                continue
+            LOG.debug('Notification %s sent: %s', event.event_type.value,
+                      event.payload['nova_object.data'])
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Send what is queued, for at most ``timeout`` seconds, then let go of the broker."""
+        if self._sender is None or self._transport is None:
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        self._sender.join(max(0.0, deadline - time.monotonic()))
+        if self._sender.is_alive():
+            LOG.warning('Notifications: %d not sent within %.0f s of stopping (the broker is '
+                        'slow or unreachable)', self._queue.qsize(), timeout)
+            return
+        self._transport.cleanup()
+        self._notifier = self._sender = None
