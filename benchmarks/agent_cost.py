@@ -7,8 +7,15 @@ cycle against the bare libvirt calls it made; (3) the start-up of
 ``nova-balloon status``. Prints one table (figure, value, goal, holds) and
 writes it to ``results/agent-cost.md``.
 
+Simulated runs come in two modes, which take turns: ``plain`` (the Controller
+alone) and ``observed``, with what the agent runs after each cycle when its
+metrics and notifications are on (``Exporter.observe`` and
+``Notifier.cycle``, on oslo.messaging's in-memory ``fake:/`` transport) and a
+scrape rendered every ``SIM_SCRAPE_INTERVAL_S`` simulated seconds, timed
+apart from the cycles (the agent renders scrapes on its HTTP thread).
+
     .venv/bin/python benchmarks/agent_cost.py [--sizes 10,100,1000,10000] [--repeats 5]
-        [--guests 1,4,8,16] [--no-real] [--out FILE]
+        [--modes plain,observed] [--guests 1,4,8,16] [--no-real] [--out FILE]
 """
 
 from __future__ import annotations
@@ -76,6 +83,10 @@ SIM_DEMAND_MAX = 0.95
 # The control-quality benchmark's timing: stats refresh at t = 0, 10, 20 s,
 # the controller runs at t = 5, 15, 25 s.
 SIM_INTERVAL_S = 10
+# Observed runs: a scrape at Prometheus's default interval, one minute. They
+# are timed apart from the cycles, so their number only sets the sample size.
+SIM_SCRAPE_INTERVAL_S = 60
+MODES = ('plain', 'observed')
 REAL_MEMORY_MIB = 384
 REAL_SPECS = {flavor_policy.OVERCOMMIT_RATIO: '2.0'}
 REAL_INTERVAL_S = 1.0
@@ -174,69 +185,136 @@ def simulated_node(guests: int, seed: int, conf: cfg.ConfigOpts) -> tuple[Any, i
     return SimulatedHypervisor(facts, demand, host_kib, initial), demand.nbytes
 
 
-def simulated_run(guests: int, seed: int, log_dir: str) -> dict[str, Any]:
+class Observers:
+    """What BalloonAgent.run_cycle does after each cycle with metrics and notifications on.
+
+    The exporter serves no HTTP here: ``scrape`` renders what a scrape sends.
+    Notifications go through oslo.messaging's messagingv2 driver to its
+    in-memory ``fake:/`` transport, from the notifier's own thread.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts):
+        import oslo_messaging.opts
+
+        from nova_balloon.metrics.exporter import Exporter
+        from nova_balloon.notifications import Notifier
+        from nova_balloon.safety import SafetyLimits
+
+        for group, opts in oslo_messaging.opts.list_opts():
+            conf.register_opts(opts, group=group)
+        conf.set_override('transport_url', 'fake:/')
+        conf.set_override('driver', ['messagingv2'], group='oslo_messaging_notifications')
+        self.metrics = Exporter(SafetyLimits.from_conf(conf.balloon))
+        self.notifier = Notifier(conf)
+        assert self.notifier.enabled
+
+    def after_cycle(self, report: Any) -> None:
+        self.metrics.observe(report, 0, time.time())
+        self.notifier.cycle(report)
+
+    def scrape(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.metrics.registry)
+
+
+def simulated_run(guests: int, seed: int, log_dir: str, mode: str = 'plain') -> dict[str, Any]:
     """Warm-up and timed cycles on a simulated node of ``guests`` guests."""
     from nova_balloon.virt.simulated.hypervisor import STATS_PERIOD_S
 
     conf = agent_conf({'interval': SIM_INTERVAL_S, 'stats_period': STATS_PERIOD_S},
-                      os.path.join(log_dir, f'sim-{guests}.log'))
+                      os.path.join(log_dir, f'sim-{guests}-{mode}.log'))
     rss_before = peak_rss_mib()
     node, demand_bytes = simulated_node(guests, seed, conf)
     controller = make_controller(node, conf, clock=node.now)
-    cycle_ms, new_targets = [], []
+    observers = Observers(conf) if mode == 'observed' else None
+    cycle_ms, new_targets, scrape_ms, scrape_bytes = [], [], [], 0
     for second in range(1, (WARMUP_CYCLES + CYCLES) * SIM_INTERVAL_S):
         node.step()
+        timed = second // SIM_INTERVAL_S >= WARMUP_CYCLES
+        if observers is not None and timed and second % SIM_SCRAPE_INTERVAL_S == 0:
+            started = time.perf_counter()
+            scrape_bytes = len(observers.scrape())
+            scrape_ms.append((time.perf_counter() - started) * 1000)
         if second % SIM_INTERVAL_S != SIM_INTERVAL_S // 2:
             continue
         started = time.perf_counter()
         report = controller.run_cycle()
+        if observers is not None:
+            observers.after_cycle(report)
         elapsed = time.perf_counter() - started
         assert report.plan is not None and not report.errors, report.errors
-        if second // SIM_INTERVAL_S >= WARMUP_CYCLES:
+        if timed:
             cycle_ms.append(elapsed * 1000)
             new_targets.append(len(report.applied))
+    if observers is not None:
+        observers.notifier.close()
     return {'cycle_ms': cycle_ms, 'new_targets': new_targets, 'rss_before_mib': rss_before,
-            'peak_rss_mib': peak_rss_mib(), 'demand_mib': demand_bytes / 2**20}
+            'peak_rss_mib': peak_rss_mib(), 'demand_mib': demand_bytes / 2**20,
+            'scrape_ms': scrape_ms, 'scrape_kib': scrape_bytes / 1024}
 
 
-def simulated(sizes: Sequence[int], repeats: int, seed: int, log_dir: str) -> list[Row]:
-    """Each run in a fresh process; the sizes take turns and each size's cycles are pooled.
+def simulated(sizes: Sequence[int], repeats: int, seed: int, log_dir: str,
+              modes: Sequence[str] = MODES) -> list[Row]:
+    """Each run in a fresh process; sizes and modes take turns, each one's cycles pooled.
 
     The speed of a shared virtual machine drifts over tens of seconds (here, one
-    1,000-guest run gave medians from 19 to 33 ms within a few minutes).
+    1,000-guest run gave medians from 19 to 33 ms within a few minutes): taking
+    turns spreads the drift over the sizes and modes alike.
     """
-    runs: dict[int, list[dict[str, Any]]] = {guests: [] for guests in sizes}
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {
+        (guests, mode): [] for guests in sizes for mode in modes}
     for _ in range(repeats):
         for guests in sizes:
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
-                run = pool.submit(simulated_run, guests, seed, log_dir).result()
-            runs[guests].append(run)
-            print(f'  N={guests}: median {statistics.median(run["cycle_ms"]):.2f} ms, '
-                  f'peak RSS {run["peak_rss_mib"]:.0f} MiB', flush=True)
+            for mode in modes:
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) \
+                        as pool:
+                    run = pool.submit(simulated_run, guests, seed, log_dir, mode).result()
+                runs[guests, mode].append(run)
+                print(f'  N={guests} {mode}: median {statistics.median(run["cycle_ms"]):.2f} '
+                      f'ms, peak RSS {run["peak_rss_mib"]:.0f} MiB', flush=True)
     rows = []
     us_per_guest = {}
     for n in sizes:
-        cycle_ms = [ms for run in runs[n] for ms in run['cycle_ms']]
-        median, slow = statistics.median(cycle_ms), p95(cycle_ms)
-        run_medians = ' / '.join(f'{statistics.median(run["cycle_ms"]):.2f}' for run in runs[n])
-        new_targets = statistics.mean(c for run in runs[n] for c in run['new_targets'])
-        rss = max(run['peak_rss_mib'] for run in runs[n])
-        us_per_guest[n] = median * 1000 / n
         at_goal_size = n == GOAL_GUESTS
-        rows += [
-            goal_row(f'sim N={n}: median cycle', median,
-                     f'{median:.2f} ms ({len(cycle_ms)} cycles; run medians {run_medians})',
-                     GOAL_MEDIAN_MS, 'ms', at_goal_size),
-            goal_row(f'sim N={n}: p95 cycle', slow, f'{slow:.2f} ms', GOAL_P95_MS, 'ms',
-                     at_goal_size),
-            Row(f'sim N={n}: per guest (median)', f'{us_per_guest[n]:.1f} us'),
-            Row(f'sim N={n}: guests with a new target per cycle',
-                f'{100 * new_targets / n:.1f} %', 'set-up: about 10 %'),
-            goal_row(f'sim N={n}: peak RSS of the process', rss,
-                     f'{rss:.0f} MiB ({runs[n][0]["rss_before_mib"]:.0f} before the node; '
-                     f'simulator demand {runs[n][0]["demand_mib"]:.0f} MiB)',
-                     GOAL_RSS_MIB, 'MiB', at_goal_size),
-        ]
+        medians = {}
+        for mode in modes:
+            mode_runs = runs[n, mode]
+            label = f'sim N={n}' if mode == 'plain' else f'sim N={n} {mode}'
+            cycle_ms = [ms for run in mode_runs for ms in run['cycle_ms']]
+            median, slow = statistics.median(cycle_ms), p95(cycle_ms)
+            medians[mode] = median
+            run_medians = ' / '.join(f'{statistics.median(run["cycle_ms"]):.2f}'
+                                     for run in mode_runs)
+            rss = max(run['peak_rss_mib'] for run in mode_runs)
+            rows += [
+                goal_row(f'{label}: median cycle', median,
+                         f'{median:.2f} ms ({len(cycle_ms)} cycles; run medians {run_medians})',
+                         GOAL_MEDIAN_MS, 'ms', at_goal_size),
+                goal_row(f'{label}: p95 cycle', slow, f'{slow:.2f} ms', GOAL_P95_MS, 'ms',
+                         at_goal_size)]
+            if mode == 'plain':
+                us_per_guest[n] = median * 1000 / n
+                new_targets = statistics.mean(c for run in mode_runs for c in run['new_targets'])
+                rows += [
+                    Row(f'{label}: per guest (median)', f'{us_per_guest[n]:.1f} us'),
+                    Row(f'{label}: guests with a new target per cycle',
+                        f'{100 * new_targets / n:.1f} %', 'set-up: about 10 %')]
+            else:
+                scrape_ms = [ms for run in mode_runs for ms in run['scrape_ms']]
+                rows.append(Row(f'{label}: a scrape rendered (median)',
+                                f'{statistics.median(scrape_ms):.2f} ms (p95 '
+                                f'{p95(scrape_ms):.2f}; {mode_runs[0]["scrape_kib"]:.0f} KiB, '
+                                f'{len(scrape_ms)} scrapes)'))
+                if 'plain' in medians:
+                    added = median - medians['plain']
+                    rows.append(Row(f'{label}: added to the median cycle',
+                                    f'{added:+.2f} ms ({100 * added / medians["plain"]:+.1f} %)'))
+            rows.append(goal_row(
+                f'{label}: peak RSS of the process', rss,
+                f'{rss:.0f} MiB ({mode_runs[0]["rss_before_mib"]:.0f} before the node; '
+                f'simulator demand {mode_runs[0]["demand_mib"]:.0f} MiB)',
+                GOAL_RSS_MIB, 'MiB', at_goal_size))
     if 1000 in us_per_guest and 10000 in us_per_guest:
         ratio = us_per_guest[10000] / us_per_guest[1000]
         rows.append(goal_row('sim: us/guest at 10,000 / at 1,000', ratio, f'{ratio:.2f}',
@@ -398,18 +476,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--guests', default='1,4,8,16')
     parser.add_argument('--repeats', type=int, default=5,
                         help='runs of each simulated size, pooled (default 5)')
+    parser.add_argument('--modes', default=','.join(MODES),
+                        help='simulated modes, taking turns: plain (the Controller alone), '
+                             'observed (with metrics and notifications on)')
     parser.add_argument('--no-real', action='store_true',
                         help='skip the real-libvirt and start-up parts')
     parser.add_argument('--seed', type=int, default=1)
     parser.add_argument('--workdir', default=str(REPO_ROOT / 'build' / 'agent-cost'))
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    modes = args.modes.split(',')
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        parser.error(f'--modes {args.modes}: unknown {", ".join(unknown)} (known: '
+                     f'{", ".join(MODES)})')
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix='logs-', dir=workdir)
     started = time.monotonic()
     print('Simulated host:', flush=True)
-    rows = simulated([int(n) for n in args.sizes.split(',')], args.repeats, args.seed, log_dir)
+    rows = simulated([int(n) for n in args.sizes.split(',')], args.repeats, args.seed, log_dir,
+                     modes)
     if not args.no_real:
         print('Real libvirt:', flush=True)
         rows += real_and_startup([int(k) for k in args.guests.split(',')], args.seed,
@@ -423,7 +510,12 @@ def main(argv: list[str] | None = None) -> int:
         f'# What the agent costs a compute node\n\nWritten by `{command}` in '
         f'{time.monotonic() - started:.0f} s on {os.cpu_count()} CPUs; the runs and goals are '
         'those of the shared spec `agent-cost.md`. Simulated cycles run the agent\'s Controller '
-        'and default policy, logging at INFO to a file. Real cycles run the LibvirtDriver on '
+        'and default policy, logging at INFO to a file; the observed ones add, after each '
+        'cycle, what the agent runs with `[metrics] listen` and notifications on '
+        '(`Exporter.observe`, `Notifier.cycle` with oslo.messaging\'s messagingv2 driver on its '
+        'in-memory `fake:/` transport, sending from its own thread), and a scrape rendered '
+        f'every {SIM_SCRAPE_INTERVAL_S} simulated seconds between cycles, timed apart: the '
+        'agent renders scrapes on its HTTP thread. Real cycles run the LibvirtDriver on '
         f'nbcost-* TCG guests ({REAL_MEMORY_MIB} MiB, ratio 2.0) that use and free memory at '
         f'random, a cycle every {REAL_INTERVAL_S:g} s; the bare calls run on a connection of '
         f'their own half an interval after each cycle.\n\n{text}\n')
