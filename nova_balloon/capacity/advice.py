@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 
 from nova_balloon.capacity.history import SECONDS_PER_MINUTE, History, Minute
 
@@ -63,21 +64,45 @@ def _span(seconds: float) -> str:
 
 def advise(history: History, now: float, window_s: float, risk: float) -> Advice:
     """The ratio that the minutes in [now - window_s, now) support at ``risk``."""
+    _check(window_s, risk)
+    start = now - window_s
+    in_window = history.between(start, now)
+    lines = [f'window: {_span(window_s)} from {_when(start)} to {_when(now)}; '
+             f'risk {100 * risk:g} % of its minutes']
+    return _from_minutes(in_window, required_minutes(window_s, risk), window_s, risk, lines)
+
+
+def advise_pooled(minutes_by_host: Sequence[Sequence[Minute]], window_s: float,
+                  risk: float) -> Advice:
+    """One ratio for several hosts (a cloud, an aggregate): each host-minute counts once.
+
+    ``minutes_by_host`` holds each host's minutes of the same window; every
+    host must cover half of it, and the risk is a share of host-minutes.
+    """
+    _check(window_s, risk)
+    hosts = len(minutes_by_host)
+    needed = max(math.ceil(MIN_COVERAGE * window_s / SECONDS_PER_MINUTE) * hosts,
+                 math.ceil(1 / risk))
+    lines = [f'window: {_span(window_s)} on {hosts} hosts; risk {100 * risk:g} % of '
+             f'their host-minutes']
+    pooled = [m for minutes in minutes_by_host for m in minutes]
+    return _from_minutes(pooled, needed, window_s, risk, lines)
+
+
+def _check(window_s: float, risk: float) -> None:
     if not window_s > 0:
         raise ValueError(f'window must be more than 0 s, not {window_s}')
     if not 0 < risk < 1:
         raise ValueError(f'risk must be a fraction between 0 and 1 (exclusive), not {risk}')
-    start = now - window_s
-    in_window = history.between(start, now)
+
+
+def _from_minutes(in_window: Sequence[Minute], needed: int, window_s: float, risk: float,
+                  lines: list[str]) -> Advice:
     # Minutes without Nova guests say nothing about a mix of them.
     counted = [m for m in in_window if m.ram_mb > 0 and m.need_mb > 0]
     n = len(counted)
-    window_minutes = int(window_s // SECONDS_PER_MINUTE)
-    needed = required_minutes(window_s, risk)
-    lines = [f'window: {_span(window_s)} from {_when(start)} to {_when(now)} '
-             f'({window_minutes} minutes); risk {100 * risk:g} % of its minutes',
-             f'history: {len(in_window)} minutes in the window, {n} with Nova guests '
-             f'(needed: {needed} = the larger of half the window and 1 / risk)']
+    lines.append(f'history: {len(in_window)} minutes in the window, {n} with Nova guests '
+                 f'(needed: {needed}, the larger of half the window and 1 / risk)')
     if n < needed:
         reason = (f'too little history: {n} minutes with Nova guests in the last '
                   f'{_span(window_s)}, {needed} needed (half the window, and at least '
@@ -102,12 +127,12 @@ def advise(history: History, now: float, window_s: float, risk: float) -> Advice
     ]
     lines += [f'    {f.flavor}: {f.guests} guests, need {f.need_mb} of {f.ram_mb} MiB'
               for f in binding.flavors]
+    short = sum(1 for m in counted if minute_ratio(m) < ratio)
     lines.append(f'advised ram_allocation_ratio = {ratio:.2f} (rounded down); at it, '
-                 f'{sum(1 for m in counted if minute_ratio(m) < ratio)} of {n} minutes '
-                 f'would have been short')
+                 f'{short} of {n} minutes would have been short')
     reason = (f'{n} minutes of the last {_span(window_s)}: a host full of this mix at '
-              f'{ratio:.2f} would have needed more than it has in at most '
-              f'{100 * risk:g} % of them')
+              f'{ratio:.2f} would have needed more than it has in {short} of them '
+              f'({100 * short / n:.3g} %, at most {100 * risk:g} %)')
     return Advice(ratio, reason, n, window_s, risk, lines)
 
 

@@ -11,6 +11,7 @@ from oslo_config import cfg
 from nova_balloon.conf import (
     adaptive_policy,
     balloon,
+    capacity,
     libvirt,
     metrics,
     notifications,
@@ -25,3 +26,4 @@ libvirt.register_opts(CONF)
 placement_ratio.register_opts(CONF)
 metrics.register_opts(CONF)
 notifications.register_opts(CONF)
+capacity.register_opts(CONF)

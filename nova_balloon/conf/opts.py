@@ -5,6 +5,7 @@ from oslo_config import cfg
 from nova_balloon.conf import (
     adaptive_policy,
     balloon,
+    capacity,
     compute,
     libvirt,
     metrics,
@@ -13,7 +14,7 @@ from nova_balloon.conf import (
 )
 
 _MODULES = (balloon, adaptive_policy, compute, libvirt, placement_ratio, metrics,
-            notifications)
+            notifications, capacity)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
