@@ -7,16 +7,19 @@ notifier's publisher is ``nova-balloon:<[DEFAULT] host>``, and its drivers,
 topics and retries are ``[oslo_messaging_notifications]``'s. Notifications
 are off unless ``driver`` is set, as for Nova.
 
-Sending runs on a thread of its own through a bounded queue: oslo.messaging
-retries an unreachable broker forever by default (``retry = -1``), and a
-cycle must never wait for it. When the queue is full, further notifications
-are dropped with a warning until it drains. oslo.messaging logs a failed
-delivery itself (its own logger, at ERROR, as in every OpenStack service).
+Sending runs on a thread of its own through a bounded queue: a broker may be
+slow, and oslo.messaging retries a lost connection forever by default
+(``retry = -1``); a cycle must never wait for it. When the queue is full,
+further notifications are dropped with a warning until it drains. A
+notification the broker does not take is logged as one warning: oslo.messaging
+swallows the error and logs it at ERROR with a traceback and the whole
+payload, which ``SendFailures`` turns into that warning on the sender thread.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import logging as std_logging
 import queue
 import socket
 import threading
@@ -43,6 +46,32 @@ NOTIFICATIONS_GROUP = 'oslo_messaging_notifications'
 QUEUE_SIZE = 1000
 # How long a stopping agent waits for its last notifications to leave.
 CLOSE_TIMEOUT_S = 3.0
+
+
+# Where oslo.messaging logs, and swallows, a failed send: its notifier and
+# its messaging drivers.
+OSLO_SEND_LOGGERS = ('oslo_messaging.notify.notifier', 'oslo_messaging.notify.messaging')
+
+
+class SendFailures(std_logging.Filter):
+    """Keeps the errors oslo.messaging logs while the sender thread sends.
+
+    Records from other threads (another user of oslo.messaging in the
+    process) pass untouched.
+    """
+
+    def __init__(self, sender: threading.Thread):
+        super().__init__()
+        self.sender = sender
+        self.errors: list[str] = []
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if threading.current_thread() is not self.sender or \
+                record.levelno < std_logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        self.errors.append(f'{type(exc).__name__}: {exc}' if exc else record.getMessage())
+        return False
 
 
 class Notifier:
@@ -74,6 +103,7 @@ class Notifier:
         self._transport: oslo_messaging.Transport | None = None
         self._notifier: oslo_messaging.Notifier | None = None
         self._sender: threading.Thread | None = None
+        self._failures: SendFailures | None = None
         self._connect()
 
     @property
@@ -104,6 +134,9 @@ class Notifier:
                                                  publisher_id=self.publisher_id)
         self._sender = threading.Thread(target=self._send_queued, name='notifications',
                                         daemon=True)
+        self._failures = SendFailures(self._sender)
+        for name in OSLO_SEND_LOGGERS:
+            std_logging.getLogger(name).addFilter(self._failures)
         self._sender.start()
         LOG.info('Notifications on: driver %s, topics %s, publisher %s',
                  ', '.join(drivers), ', '.join(group.topics), self.publisher_id)
@@ -162,14 +195,18 @@ class Notifier:
                 self._dropped = 0
 
     def _send_queued(self) -> None:
-        assert self._notifier is not None
+        assert self._notifier is not None and self._failures is not None
         while (event := self._queue.get()) is not None:
             send = self._notifier.warn if event.priority is events.Priority.WARNING \
                 else self._notifier.info
             try:
                 send({}, event.event_type.value, event.payload)
             except Exception as exc:  # a notification must never end the sender
-                LOG.warning('Notification %s not sent: %s', event.event_type.value, exc)
+                self._failures.errors.append(f'{type(exc).__name__}: {exc}')
+            if self._failures.errors:
+                LOG.warning('Notification %s not sent: %s', event.event_type.value,
+                            '; '.join(self._failures.errors))
+                self._failures.errors.clear()
                 continue
             LOG.debug('Notification %s sent: %s', event.event_type.value,
                       event.payload['nova_object.data'])
@@ -188,5 +225,8 @@ class Notifier:
             LOG.warning('Notifications: %d not sent within %.0f s of stopping (the broker is '
                         'slow or unreachable)', self._queue.qsize(), timeout)
             return
+        assert self._failures is not None
+        for name in OSLO_SEND_LOGGERS:
+            std_logging.getLogger(name).removeFilter(self._failures)
         self._transport.cleanup()
         self._notifier = self._sender = None
