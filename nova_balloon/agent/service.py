@@ -22,6 +22,7 @@ from oslo_service import service
 
 from nova_balloon import flavor_policy, policies
 from nova_balloon.agent import state
+from nova_balloon.capacity.keeper import HistoryKeeper
 from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import Controller, CycleReport, tune_collector
 from nova_balloon.metrics import exporter as metrics_exporter
@@ -70,6 +71,7 @@ class BalloonAgent(service.Service):
         self.metrics = metrics_exporter.start(conf)
         # Notifications of state changes, when [oslo_messaging_notifications] driver is set.
         self.notifier = Notifier(conf)
+        self.capacity = HistoryKeeper.from_conf(conf)
 
     def start(self) -> None:
         super().start()
@@ -181,6 +183,8 @@ class BalloonAgent(service.Service):
                             self.controller.failed_cycles, exc_info=True)
             return None
         self.cycles += 1
+        if self.capacity is not None and report.plan is not None:
+            self.capacity.observe(report.plan)
         if self.metrics is not None:
             self.metrics.observe(report, self.driver.calls, time.time())
         known = self.controller.memory

@@ -76,8 +76,9 @@ def advise_pooled(minutes_by_host: Sequence[Sequence[Minute]], window_s: float,
                   risk: float) -> Advice:
     """One ratio for several hosts (a cloud, an aggregate): each host-minute counts once.
 
-    ``minutes_by_host`` holds each host's minutes of the same window; every
-    host must cover half of it, and the risk is a share of host-minutes.
+    ``minutes_by_host`` holds each host's minutes of the same window;
+    together they must cover half of the hosts' windows, and the risk is a
+    share of host-minutes.
     """
     _check(window_s, risk)
     hosts = len(minutes_by_host)

@@ -188,7 +188,10 @@ class HistoryFile:
             return read(self.path, self.keep_minutes)
         except FileNotFoundError:
             return History(keep_minutes=self.keep_minutes)
-        except (OSError, UnicodeDecodeError, HistoryFormatError) as exc:
+        except OSError as exc:
+            LOG.warning('Capacity history %s unreadable (%s): starting over', self.path, exc)
+            return History(keep_minutes=self.keep_minutes)
+        except (UnicodeDecodeError, HistoryFormatError) as exc:
             aside = self.path + '.corrupt'
             LOG.warning('Capacity history %s unusable (%s): set aside as %s, starting over',
                         self.path, exc, aside)

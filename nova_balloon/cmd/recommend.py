@@ -16,6 +16,10 @@ With needs at the floors this is the most the flavor policies ever allow;
 with needs from the observed demand it is what this host's guests allow now.
 ``recommend`` is a pure function of the figures so the arithmetic is tested
 on numbers worked out by hand.
+
+Beside that snapshot, the agent's capacity history (``[capacity]
+history_file``) gives the ratio the last ``--window`` supports at ``--risk``:
+see nova_balloon.capacity.advice.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from nova_balloon.capacity import advice, history
 from nova_balloon.conf import CONF
 from nova_balloon.controller import planner
 from nova_balloon.flavor_policy import PolicyFile
@@ -263,6 +270,57 @@ def render(rec: Recommendation) -> str:
     return '\n'.join(out)
 
 
+# -- advice from the capacity history --------------------------------------------
+
+WINDOW_UNITS_S = {'d': 86400, 'h': 3600, 'm': 60}
+
+
+def parse_window(text: str) -> float:
+    """'7d', '12h', '90m' to seconds; ValueError that names the problem."""
+    match = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([dhm])\s*', text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f'--window must be a positive number followed by d, h or m '
+                         f'(7d, 12h, 90m), not {text!r}')
+    return float(match.group(1)) * WINDOW_UNITS_S[match.group(2)]
+
+
+def parse_risk(text: str) -> float:
+    """A percentage ('0.1' or '0.1%') to a fraction; ValueError that names the problem."""
+    try:
+        percent = float(text.strip().removesuffix('%'))
+    except ValueError:
+        percent = math.nan
+    if not 0 < percent <= 50:
+        raise ValueError(f'--risk is a percentage of minutes above 0 and at most 50 '
+                         f'(0.1 for 0.1 %), not {text!r}')
+    return percent / 100
+
+
+def history_advice(path: str, now: float, window_s: float,
+                   risk: float) -> advice.Advice:
+    """The advice from the history file; no ratio, with the reason, when it cannot be read."""
+    try:
+        kept = history.read(path)
+    except FileNotFoundError:
+        return advice.Advice(None, f'no capacity history at {path} yet: the agent writes '
+                                   f'one line a minute while [capacity] record_history is on',
+                             0, window_s, risk, [])
+    except (OSError, UnicodeDecodeError, history.HistoryFormatError) as exc:
+        return advice.Advice(None, f'capacity history {path} unreadable: {exc}', 0, window_s,
+                             risk, [])
+    return advice.advise(kept, now, window_s, risk)
+
+
+def render_advice(found: advice.Advice) -> str:
+    out = ['From the capacity history'] + [f'  {line}' for line in found.arithmetic]
+    if found.ratio is None:
+        out.append(f'No ratio from history: {found.reason}.')
+    else:
+        out.append(f'History supports ram_allocation_ratio = {found.ratio:.2f}: '
+                   f'{found.reason}.')
+    return '\n'.join(out)
+
+
 def as_dict(rec: Recommendation) -> dict[str, Any]:
     data = dataclasses.asdict(rec)
     data['lines'] = [{**dataclasses.asdict(line.guest), 'effective_floor_mb': line.floor_mb,
@@ -280,6 +338,12 @@ def run(args: argparse.Namespace) -> int:
               '--reserved-host-memory-mb 0 or more')
         return 2
     try:
+        window_s = parse_window(args.window or CONF.capacity.advice_window)
+        risk = parse_risk(args.risk or str(CONF.capacity.advice_risk_percent))
+    except ValueError as exc:
+        print(f'recommend: {exc}')
+        return 2
+    try:
         total_mb, guests = observe(args.samples, args.interval)
         rec = recommend(total_mb, args.reserved_host_memory_mb, guests)
     except DriverUnavailable as exc:
@@ -288,7 +352,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f'recommend: {exc}')
         return 1
-    print(json.dumps(as_dict(rec), indent=2) if args.format == 'json' else render(rec))
+    found = history_advice(args.history_file or CONF.capacity.history_file, time.time(),
+                           window_s, risk)
+    if args.format == 'json':
+        print(json.dumps({**as_dict(rec), 'history': dataclasses.asdict(found)}, indent=2))
+    else:
+        print(render(rec) + '\n\n' + render_advice(found))
     return 0
 
 
@@ -306,5 +375,15 @@ def add_parser(subparsers: Any) -> None:
                              'demand (default: %(default)s).')
     parser.add_argument('--interval', type=float, default=10.0,
                         help='Seconds between samples (default: %(default)s).')
+    parser.add_argument('--window',
+                        help='How far back the advice from history looks: a number with d, '
+                             'h or m (default: [capacity] advice_window, 7d).')
+    parser.add_argument('--risk',
+                        help='Percent of those minutes in which a host full of this mix may '
+                             'need more memory than it has (default: [capacity] '
+                             'advice_risk_percent, 0.1).')
+    parser.add_argument('--history-file',
+                        help='The capacity history to read (default: [capacity] '
+                             'history_file).')
     parser.add_argument('--format', choices=('table', 'json'), default='table')
     parser.set_defaults(func=run)

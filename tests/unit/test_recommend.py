@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nova_balloon.capacity import history
 from nova_balloon.cmd import recommend as rec_cmd
 from nova_balloon.cmd.recommend import GuestUse, recommend
 from nova_balloon.model import (
@@ -197,12 +198,18 @@ def test_observe_takes_peak_demand_and_the_agents_classification(fake_libvirt):
     assert g3.outside_nova and g3.floor_mb is None
 
 
+def cli_args(**options) -> argparse.Namespace:
+    """recommend's arguments, as argparse gives them with the defaults."""
+    values = dict(samples=1, interval=0.0, reserved_host_memory_mb=512, format='table',
+                  window=None, risk=None, history_file='/nonexistent/capacity-history')
+    return argparse.Namespace(**{**values, **options})
+
+
 def test_run_prints_the_arithmetic(fake_libvirt, capsys):
     fake_libvirt.collections = [Collection(
         16384 * MiB, 8000 * MiB,
         [_sample('1', 4096, {'balloon:overcommit_ratio': '2'}, 4096, 3096)])]
-    args = argparse.Namespace(samples=1, interval=0.0, reserved_host_memory_mb=512,
-                              format='table')
+    args = cli_args()
     assert rec_cmd.run(args) == 0
     out = capsys.readouterr().out
     # need = floor 2048 (demand 1000 + headroom 409 is below it); 4096 / 2048.
@@ -215,8 +222,7 @@ def test_run_json(fake_libvirt, capsys):
     fake_libvirt.collections = [Collection(
         16384 * MiB, 8000 * MiB,
         [_sample('1', 4096, {'balloon:overcommit_ratio': '2'}, 4096, 3096)])]
-    args = argparse.Namespace(samples=1, interval=0.0, reserved_host_memory_mb=512,
-                              format='json')
+    args = cli_args(format='json')
     assert rec_cmd.run(args) == 0
     data = json.loads(capsys.readouterr().out)
     assert data['ratio'] == 2.0 and data['usable_mb'] == 15872
@@ -225,7 +231,105 @@ def test_run_json(fake_libvirt, capsys):
 
 
 def test_run_libvirt_down(fake_libvirt, capsys):
-    args = argparse.Namespace(samples=1, interval=0.0, reserved_host_memory_mb=512,
-                              format='table')
+    args = cli_args()
     assert rec_cmd.run(args) == 1
     assert 'libvirt: unreachable' in capsys.readouterr().out
+
+
+# -- advice from the capacity history ---------------------------------------------
+
+ONE_COLLECTION = [_sample('1', 4096, {'balloon:overcommit_ratio': '2'}, 4096, 3096)]
+
+
+def write_history(path, minutes: int, end_s: float) -> None:
+    """A day of minutes: RAM 4096, need 1024 (q = 4.0) but 2048 (q = 2.0) every 100th."""
+    first = int(end_s // 60) - minutes
+    kept = history.HistoryFile(str(path), days=30)
+    for i in range(minutes):
+        need = 2048 if i % 100 == 0 else 1024
+        kept.append(history.Minute(first + i, 15872,
+                                   (history.FlavorUse('m1.medium', 1, need, 4096),)))
+
+
+@pytest.mark.parametrize('text, seconds', [('7d', 604800), ('12h', 43200), ('90m', 5400),
+                                           ('1.5d', 129600)])
+def test_window(text, seconds):
+    assert rec_cmd.parse_window(text) == seconds
+
+
+@pytest.mark.parametrize('text', ['7', '0d', '-1d', 'd', '7w', 'seven days'])
+def test_bad_window(text):
+    with pytest.raises(ValueError, match='--window must be a positive number followed by d'):
+        rec_cmd.parse_window(text)
+
+
+@pytest.mark.parametrize('text, fraction', [('0.1', 0.001), ('0.1%', 0.001), ('5', 0.05)])
+def test_risk(text, fraction):
+    assert rec_cmd.parse_risk(text) == pytest.approx(fraction)
+
+
+@pytest.mark.parametrize('text', ['0', '-1', '51', 'nan', 'a lot', ''])
+def test_bad_risk(text):
+    with pytest.raises(ValueError, match='--risk is a percentage of minutes above 0'):
+        rec_cmd.parse_risk(text)
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('window', '7 weeks', "--window must be a positive number followed by d, h or m (7d, "
+                          "12h, 90m), not '7 weeks'"),
+    ('risk', '0', "--risk is a percentage of minutes above 0 and at most 50 (0.1 for 0.1 %), "
+                  "not '0'"),
+])
+def test_run_rejects_bad_options_before_reading_libvirt(fake_libvirt, capsys, option, value,
+                                                        message):
+    assert rec_cmd.run(cli_args(**{option: value})) == 2
+    assert capsys.readouterr().out.strip() == f'recommend: {message}'
+
+
+def test_run_prints_the_history_figure(fake_libvirt, capsys, tmp_path, monkeypatch):
+    now = 28_333_333 * 60.0
+    monkeypatch.setattr(rec_cmd.time, 'time', lambda: now)
+    write_history(tmp_path / 'h', 1440, now)
+    fake_libvirt.collections = [Collection(16384 * MiB, 8000 * MiB, ONE_COLLECTION)]
+    assert rec_cmd.run(cli_args(window='1d', risk='1', history_file=str(tmp_path / 'h'))) == 0
+    out = capsys.readouterr().out
+    # The snapshot figure stays.
+    assert 'Recommended ram_allocation_ratio = 2.00 (rounded down)' in out
+    # 15 of the 1440 minutes have q = 2.0; at 1 %, floor(14.4) = 14 may be short: the
+    # 15th smallest q is still 2.0. At 0.5 % too; at 2 %, the 29th smallest: 4.0.
+    assert 'at most floor(0.01 x 1440) = 14 minutes may be short' in out
+    assert 'History supports ram_allocation_ratio = 2.00' in out
+    fake_libvirt.collections = [Collection(16384 * MiB, 8000 * MiB, ONE_COLLECTION)]
+    assert rec_cmd.run(cli_args(window='1d', risk='2', history_file=str(tmp_path / 'h'),
+                                format='json')) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data['ratio'] == 2.0
+    assert data['history']['ratio'] == 4.0 and data['history']['minutes'] == 1440
+    assert data['history']['risk'] == 0.02 and data['history']['window_s'] == 86400
+
+
+def test_run_says_when_history_is_too_short(fake_libvirt, capsys, tmp_path, monkeypatch):
+    now = 28_333_333 * 60.0
+    monkeypatch.setattr(rec_cmd.time, 'time', lambda: now)
+    write_history(tmp_path / 'h', 600, now)
+    fake_libvirt.collections = [Collection(16384 * MiB, 8000 * MiB, ONE_COLLECTION)]
+    assert rec_cmd.run(cli_args(window='1d', history_file=str(tmp_path / 'h'))) == 0
+    out = capsys.readouterr().out
+    assert 'No ratio from history: too little history: 600 minutes with Nova guests in the ' \
+           'last 1 d, 1000 needed' in out
+    assert 'History supports' not in out
+
+
+def test_run_without_history(fake_libvirt, capsys):
+    fake_libvirt.collections = [Collection(16384 * MiB, 8000 * MiB, ONE_COLLECTION)]
+    assert rec_cmd.run(cli_args()) == 0
+    assert 'No ratio from history: no capacity history at /nonexistent/capacity-history yet' \
+        in capsys.readouterr().out
+
+
+def test_run_with_a_corrupt_history(fake_libvirt, capsys, tmp_path):
+    (tmp_path / 'h').write_text('not a history\n')
+    fake_libvirt.collections = [Collection(16384 * MiB, 8000 * MiB, ONE_COLLECTION)]
+    assert rec_cmd.run(cli_args(history_file=str(tmp_path / 'h'))) == 0
+    assert 'unreadable: not a nova-balloon capacity history (header missing)' in \
+        capsys.readouterr().out
