@@ -97,16 +97,27 @@ changes of the ratio (kept across restarts in ``state_file``).
                  help="""
 The span of capacity history the advice counts, in hours (the default, a
 week, sees every weekday). Until half of it is recorded, there is no advice
-and the ratio is left alone.
+and the ratio is left alone. ``[capacity] history_days`` must keep at least
+this much.
+
+Related options:
+
+* ``[capacity] advice_window``: ``nova-balloon recommend``'s default window
+  (7d); the same advice as this mode's when they are equal.
 """),
     cfg.FloatOpt('risk_percent',
-                 default=1.0,
-                 min=0.01,
+                 default=0.1,
+                 min=0.0001,
                  max=50.0,
                  help="""
 The share, in percent, of the window's minutes in which a host filled to the
 advised ratio with this host's mix of guests may need more memory than it
 has. Lower is safer and gives a lower ratio.
+
+Related options:
+
+* ``[capacity] advice_risk_percent``: ``nova-balloon recommend``'s default
+  risk (0.1); the same advice as this mode's when they are equal.
 """),
     cfg.StrOpt('hypervisor_hostname',
                help="""

@@ -73,7 +73,7 @@ def test_an_enabled_mode_with_credentials_starts(tmp_path):
                      'hypervisor_hostname = compute-1\n')
     updater = RatioUpdater.from_conf(conf, unread_history)
     assert updater is not None and updater.provider_name() == 'compute-1'
-    assert updater.settings.risk == 0.01 and updater.settings.window_s == 168 * 3600
+    assert updater.settings.risk == 0.001 and updater.settings.window_s == 168 * 3600
     assert not updater.settings.dry_run
 
 
