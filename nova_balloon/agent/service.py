@@ -27,6 +27,7 @@ from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import Controller, CycleReport, tune_collector
 from nova_balloon.metrics import exporter as metrics_exporter
 from nova_balloon.notifications import Notifier
+from nova_balloon.placement import agent as placement_ratio
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 from nova_balloon.virt.libvirt import driver as libvirt_driver
 
@@ -88,6 +89,10 @@ class BalloonAgent(service.Service):
         self._loop_thread = threading.Thread(target=self._loop, name='balloon-cycle',
                                              daemon=True)
         self._loop_thread.start()
+        # [placement_ratio]: Placement's MEMORY_MB ratio from the history, in its own thread.
+        self.placement_ratio = placement_ratio.start(
+            self.conf, self.capacity, self._stopping,
+            self.metrics.registry if self.metrics is not None else None)
 
     def _loop(self) -> None:
         """A cycle every interval, sooner when a guest needs it.

@@ -13,8 +13,12 @@ config loading: a nova.conf with ``[placement]`` credentials (keystoneauth's
 from __future__ import annotations
 
 import logging
+import signal
+import socket
 import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +29,14 @@ from keystoneauth1 import adapter, session, token_endpoint
 from oslo_config import cfg
 from prometheus_client import CollectorRegistry, generate_latest
 
-from nova_balloon.capacity.history import SECONDS_PER_MINUTE, FlavorUse, History, Minute
+from nova_balloon.capacity.history import (
+    HEADER,
+    SECONDS_PER_MINUTE,
+    FlavorUse,
+    History,
+    Minute,
+    format_line,
+)
 from nova_balloon.conf import balloon, placement_ratio
 from nova_balloon.conf import libvirt as libvirt_conf
 from nova_balloon.placement.client import PlacementClient, ProviderMemory
@@ -327,3 +338,53 @@ def test_each_change_is_a_metric(tmp_path, placement_endpoint, admin, node):
     assert 'nova_balloon_placement_ratio_failures_total 0.0' in scraped
     assert 'nova_balloon_placement_allocation_ratio 1.2' in scraped
     assert 'nova_balloon_placement_advised_ratio 1.5' in scraped
+
+
+def test_the_agent_sets_the_ratio_from_its_history(tmp_path, placement_endpoint, admin, node):
+    """nova-balloon-agent itself: its capacity history file in, Placement's ratio out.
+
+    libvirt's test driver (test:///default) stands in for the hypervisor: the
+    mode needs none of its guests, and an agent on it touches no real guest.
+    """
+    name, rp = node
+    history_path = tmp_path / 'capacity-history'
+    history_path.write_text(HEADER + '\n' + ''.join(
+        format_line(m) + '\n' for m in history_advising(1.5).minutes))
+    port = free_port()
+    config = tmp_path / 'agent.conf'
+    config.write_text(
+        f'[DEFAULT]\nlog_file = {tmp_path / "agent.log"}\n'
+        '[libvirt]\nconnection_uri = test:///default\n'
+        f'[balloon]\ninterval = 1\nstate_file = {tmp_path / "state.json"}\n'
+        f'[capacity]\nhistory_file = {history_path}\n'
+        f'[metrics]\nlisten = 127.0.0.1:{port}\n'
+        f'[placement]\nauth_type = admin_token\nendpoint = {placement_endpoint}\n'
+        'token = admin\n'
+        '[placement_ratio]\nenabled = true\nwindow_hours = 2\nrisk_percent = 5\n'
+        f'max_step = 0.2\nhypervisor_hostname = {name}\n'
+        f'state_file = {tmp_path / "placement-ratio.json"}\n')
+    agent = subprocess.Popen([str(Path(sys.executable).parent / 'nova-balloon-agent'),
+                              '--config-file', str(config)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while memory_ratio(admin, rp) == 1.0 and time.monotonic() < deadline:
+            assert agent.poll() is None, (tmp_path / 'agent.log').read_text()
+            time.sleep(0.5)
+        assert memory_ratio(admin, rp) == 1.2
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=10) as page:
+            scraped = page.read().decode()
+        assert 'nova_balloon_placement_ratio_changes_total 1.0' in scraped
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+    log = (tmp_path / 'agent.log').read_text()
+    assert 'Placement ratio mode on: every 3600 s, ratio within [1, 1.5]' in log
+    assert f'Placement ratio of {name}: set MEMORY_MB allocation_ratio 1.00 -> 1.20' in log
+    assert 'Traceback' not in log
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]

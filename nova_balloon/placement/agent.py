@@ -1,0 +1,42 @@
+"""The Placement ratio mode in nova-balloon-agent: one call from the agent's start."""
+
+from __future__ import annotations
+
+import threading
+
+from oslo_config import cfg
+from oslo_log import log as logging
+from prometheus_client import CollectorRegistry
+
+from nova_balloon.capacity.keeper import HistoryKeeper
+from nova_balloon.conf import placement_ratio as placement_ratio_conf
+from nova_balloon.placement.metrics import RatioCollector
+from nova_balloon.placement.updater import RatioUpdater
+
+LOG = logging.getLogger(__name__)
+
+
+def start(conf: cfg.ConfigOpts, keeper: HistoryKeeper | None, stopping: threading.Event,
+          registry: CollectorRegistry | None) -> RatioUpdater | None:
+    """Start the mode's thread when ``[placement_ratio] enabled`` and allowed; else None.
+
+    ``keeper`` is the agent's capacity history (None when ``[capacity]
+    record_history`` is off); ``registry``, the agent's metrics registry when
+    it serves metrics, gets the mode's figures. The options are registered
+    here too (a no-op on the agent's own ConfigOpts), so that a ConfigOpts
+    made without them means the mode is off.
+    """
+    placement_ratio_conf.register_opts(conf)
+    if keeper is None:
+        if conf.placement_ratio.enabled:
+            LOG.warning('[placement_ratio] enabled, but the agent will not set the ratio: '
+                        '[capacity] record_history is off, so there is no history to '
+                        'advise a ratio from')
+        return None
+    updater = RatioUpdater.from_conf(conf, lambda: keeper.file.history)
+    if updater is None:
+        return None
+    if registry is not None:
+        registry.register(RatioCollector(updater))
+    updater.start(stopping)
+    return updater
