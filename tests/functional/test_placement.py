@@ -140,7 +140,7 @@ def history_advising(ratio: float, minutes: int = 120) -> History:
 
 
 def nova_conf(tmp_path: Path, endpoint: str, name: str | None, default: str = '',
-              **ratio_options: object) -> cfg.ConfigOpts:
+              token: str = 'admin', **ratio_options: object) -> cfg.ConfigOpts:
     """The agent's options, read from a nova.conf as the agent reads nova-compute's."""
     options = {'enabled': True, 'interval': 3600, 'window_hours': 2, 'risk_percent': 5,
                'min_ratio': 1.0, 'max_ratio': 2.0, 'max_step': 0.2, 'hysteresis': 0.05,
@@ -151,7 +151,7 @@ def nova_conf(tmp_path: Path, endpoint: str, name: str | None, default: str = ''
     lines = ['[DEFAULT]', default,
              '[libvirt]', 'connection_uri = test:///default',
              '[placement]', 'auth_type = admin_token', f'endpoint = {endpoint}',
-             'token = admin',
+             f'token = {token}',
              '[placement_ratio]'] + [f'{key} = {value}' for key, value in options.items()]
     path = tmp_path / 'nova.conf'
     path.write_text('\n'.join(lines) + '\n')
@@ -316,6 +316,17 @@ def test_the_provider_is_found_by_libvirts_hostname(tmp_path, placement_endpoint
         assert memory_ratio(admin, rp) == 1.2
     finally:
         admin.remove(rp)
+
+
+def test_credentials_placement_refuses_are_named(tmp_path, placement_endpoint, admin, node):
+    # noauth2 gives the token "nova" a user without roles, as a service user
+    # without the admin (or service) role that Placement's policy asks for.
+    name, rp = node
+    outcome = updater_for(nova_conf(tmp_path, placement_endpoint, name, token='nova'),
+                          history_advising(1.5)).update()
+    assert outcome.action == 'failed'
+    assert 'HTTP 403' in outcome.reason and 'placement:resource_providers:list' in outcome.reason
+    assert memory_ratio(admin, rp) == 1.0
 
 
 def test_an_unknown_provider_is_named(tmp_path, placement_endpoint):
