@@ -218,6 +218,8 @@ class RatioUpdater:
         now = self.clock()
         settings = self.settings
         advice = advise(self.history(), now, settings.window_s, settings.risk)
+        for line in advice.arithmetic:
+            LOG.debug('Placement ratio advice: %s', line)
         if advice.ratio is None:
             LOG.info('Placement ratio: no advice, nothing changed: %s', advice.reason)
             return Outcome('unchanged', advice.reason)
@@ -232,7 +234,7 @@ class RatioUpdater:
             decision = guard.decide(memory.inventory, advice.ratio, settings.limits,
                                     last_at, now)
             if decision.ratio is None:
-                LOG.info('Placement ratio of %s: unchanged at %g: %s', name, before,
+                LOG.info('Placement ratio of %s: unchanged at %.2f: %s', name, before,
                          decision.reason)
                 return Outcome('unchanged', decision.reason, before, before, advice.ratio)
             if settings.dry_run:
@@ -248,8 +250,8 @@ class RatioUpdater:
                     continue
                 raise
             except PlacementRefused as exc:
-                LOG.warning('Placement ratio of %s: Placement refused %g, the ratio stays '
-                            '%g: %s', name, decision.ratio, before, exc)
+                LOG.warning('Placement ratio of %s: Placement refused %.2f, the ratio stays '
+                            '%.2f: %s', name, decision.ratio, before, exc)
                 return Outcome('failed', str(exc), before, before, advice.ratio)
             break
         try:
