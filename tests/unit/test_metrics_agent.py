@@ -30,6 +30,8 @@ from nova_balloon.conf import balloon, libvirt, metrics  # noqa: E402
 MiB = 1024
 UUID = '6f0b5c3e-0000-4000-8000-000000000001'
 TARGET = 2048 * MiB
+# The run of the domain libvirt's events name (the domain id and reboots).
+RUN = '7.0'
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
@@ -84,6 +86,9 @@ def scrape(port: int) -> dict[str, float]:
 
 def test_each_cycle_is_counted_and_an_outage_shows(agent: tuple[BalloonAgent, int]) -> None:
     service, port = agent
+    # agent.cycles counts the cycle a moment before the metrics do.
+    assert wait_until(lambda: scrape(port)['nova_balloon_cycles_total,'
+                                           'result=libvirt_unreachable'] == 1)
     got = scrape(port)
     assert got['nova_balloon_cycles_total,result=libvirt_unreachable'] == 1
     assert got['nova_balloon_libvirt_errors_total,kind=unreachable'] == 1
@@ -97,8 +102,8 @@ def test_an_oom_deflation_event_is_counted(agent: tuple[BalloonAgent, int]) -> N
     assert service.metrics is not None
     hook = service.driver.on_balloon_change
     assert hook is not None
-    hook(UUID, TARGET)
-    hook(UUID, TARGET - 128 * MiB)  # moving down: no deflation
-    hook(UUID, TARGET + 256 * MiB)  # above its target, growing: the guest deflated
+    hook(UUID, TARGET, RUN)
+    hook(UUID, TARGET - 128 * MiB, RUN)  # moving down: no deflation
+    hook(UUID, TARGET + 256 * MiB, RUN)  # above its target, growing: the guest deflated
     # Outages leave no plan to render the guest from: read the count itself.
     assert service.metrics._oom_deflations == {UUID: 1}
