@@ -144,6 +144,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mib() -> float:
+    """The process's resident set now."""
+    with open('/proc/self/statm') as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 # -- 1. simulated host ---------------------------------------------------------------
 
 def simulated_node(guests: int, seed: int, conf: cfg.ConfigOpts) -> tuple[Any, int]:
@@ -208,9 +214,13 @@ class Observers:
         self.notifier = Notifier(conf)
         assert self.notifier.enabled
 
-    def after_cycle(self, report: Any) -> None:
+    def after_cycle(self, report: Any) -> tuple[float, float]:
+        """Seconds spent in the exporter and in the notifier."""
+        started = time.perf_counter()
         self.metrics.observe(report, 0, time.time())
+        observed = time.perf_counter()
         self.notifier.cycle(report)
+        return observed - started, time.perf_counter() - observed
 
     def scrape(self) -> bytes:
         from prometheus_client import generate_latest
@@ -227,8 +237,11 @@ def simulated_run(guests: int, seed: int, log_dir: str, mode: str = 'plain') -> 
     rss_before = peak_rss_mib()
     node, demand_bytes = simulated_node(guests, seed, conf)
     controller = make_controller(node, conf, clock=node.now)
+    rss_without = rss_mib()
     observers = Observers(conf) if mode == 'observed' else None
+    observers_mib = rss_mib() - rss_without
     cycle_ms, new_targets, scrape_ms, scrape_bytes = [], [], [], 0
+    metrics_ms, notify_ms = [], []
     for second in range(1, (WARMUP_CYCLES + CYCLES) * SIM_INTERVAL_S):
         node.step()
         timed = second // SIM_INTERVAL_S >= WARMUP_CYCLES
@@ -240,18 +253,21 @@ def simulated_run(guests: int, seed: int, log_dir: str, mode: str = 'plain') -> 
             continue
         started = time.perf_counter()
         report = controller.run_cycle()
-        if observers is not None:
-            observers.after_cycle(report)
+        parts = observers.after_cycle(report) if observers is not None else None
         elapsed = time.perf_counter() - started
         assert report.plan is not None and not report.errors, report.errors
         if timed:
             cycle_ms.append(elapsed * 1000)
             new_targets.append(len(report.applied))
+            if parts is not None:
+                metrics_ms.append(parts[0] * 1000)
+                notify_ms.append(parts[1] * 1000)
     if observers is not None:
         observers.notifier.close()
     return {'cycle_ms': cycle_ms, 'new_targets': new_targets, 'rss_before_mib': rss_before,
             'peak_rss_mib': peak_rss_mib(), 'demand_mib': demand_bytes / 2**20,
-            'scrape_ms': scrape_ms, 'scrape_kib': scrape_bytes / 1024}
+            'scrape_ms': scrape_ms, 'scrape_kib': scrape_bytes / 1024,
+            'metrics_ms': metrics_ms, 'notify_ms': notify_ms, 'observers_mib': observers_mib}
 
 
 def simulated(sizes: Sequence[int], repeats: int, seed: int, log_dir: str,
@@ -301,6 +317,15 @@ def simulated(sizes: Sequence[int], repeats: int, seed: int, log_dir: str,
                     Row(f'{label}: guests with a new target per cycle',
                         f'{100 * new_targets / n:.1f} %', 'set-up: about 10 %')]
             else:
+                metrics_ms = [ms for run in mode_runs for ms in run['metrics_ms']]
+                notify_ms = [ms for run in mode_runs for ms in run['notify_ms']]
+                rows += [
+                    Row(f'{label}: of which Exporter.observe (median)',
+                        f'{statistics.median(metrics_ms):.3f} ms (p95 {p95(metrics_ms):.3f})'),
+                    Row(f'{label}: of which Notifier.cycle (median)',
+                        f'{statistics.median(notify_ms):.2f} ms (p95 {p95(notify_ms):.2f})'),
+                    Row(f'{label}: RSS of importing and starting them',
+                        f'{statistics.median(run["observers_mib"] for run in mode_runs):.1f} MiB')]
                 scrape_ms = [ms for run in mode_runs for ms in run['scrape_ms']]
                 rows.append(Row(f'{label}: a scrape rendered (median)',
                                 f'{statistics.median(scrape_ms):.2f} ms (p95 '
