@@ -231,6 +231,15 @@ class RatioUpdater:
         for attempt in (1, 2):
             memory = self.client.read_memory(self._provider_uuid, name)
             before = memory.inventory.allocation_ratio
+            if attempt == 1 and last is not None and last.provider == name and \
+                    round(before, 2) != round(last.to_ratio, 2):
+                LOG.warning('Placement ratio of %s: MEMORY_MB allocation_ratio is %.2f, not '
+                            'the %.2f the agent set at %s: another writer changed it (an '
+                            'operator, or nova-compute with [DEFAULT] ram_allocation_ratio '
+                            'in a config file the agent does not read); going on from %.2f',
+                            name, before, last.to_ratio,
+                            time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(last.at_s)),
+                            before)
             decision = guard.decide(memory.inventory, advice.ratio, settings.limits,
                                     last_at, now)
             if decision.ratio is None:

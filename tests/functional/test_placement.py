@@ -100,11 +100,11 @@ class PlacementAdmin:
         body = self._call('GET', f'/resource_providers/{rp}/inventories').json()
         return body['resource_provider_generation'], body['inventories']
 
-    def set_reserved(self, rp: str, reserved_mb: int) -> None:
-        """nova-compute's resource tracker writing MEMORY_MB (a new reserved_host_memory_mb)."""
+    def set_memory(self, rp: str, **fields: float) -> None:
+        """nova-compute's resource tracker writing MEMORY_MB with these fields changed."""
         generation, inventories = self.memory(rp)
         self._call('PUT', f'/resource_providers/{rp}/inventories/MEMORY_MB',
-                   dict(inventories['MEMORY_MB'], reserved=reserved_mb,
+                   dict(inventories['MEMORY_MB'], **fields,
                         resource_provider_generation=generation))
 
     def remove(self, rp: str) -> None:
@@ -191,6 +191,19 @@ def test_sets_the_advised_ratio_one_step_at_a_time(tmp_path, placement_endpoint,
                         history_advising(1.5)).update()
     assert again.action == 'unchanged' and 'the next change may come in' in again.reason
     assert memory_ratio(admin, rp) == 1.2
+
+
+def test_a_ratio_changed_behind_the_agents_back_is_named(tmp_path, placement_endpoint,
+                                                         admin, node, caplog):
+    name, rp = node
+    conf = nova_conf(tmp_path, placement_endpoint, name)
+    assert updater_for(conf, history_advising(1.5)).update().ratio_after == 1.2
+    # nova-compute, with a ram_allocation_ratio the agent did not see, writes 1.0 back.
+    admin.set_memory(rp, allocation_ratio=1.0)
+    with caplog.at_level(logging.WARNING, logger='nova_balloon.placement.updater'):
+        assert updater_for(conf, history_advising(1.5)).update().action == 'unchanged'
+    assert 'allocation_ratio is 1.00, not the 1.20 the agent set' in caplog.text
+    assert 'ram_allocation_ratio' in caplog.text
 
 
 def test_too_little_history_changes_nothing(tmp_path, placement_endpoint, admin, node):
@@ -281,7 +294,7 @@ def test_a_generation_conflict_is_read_again_once(tmp_path, placement_endpoint, 
         def set_memory_ratio(self, memory: ProviderMemory, ratio: float) -> int:
             if self.races:
                 self.races -= 1
-                admin.set_reserved(rp, 1024)
+                admin.set_memory(rp, reserved=1024)
             return super().set_memory_ratio(memory, ratio)
 
     updater = updater_for(nova_conf(tmp_path, placement_endpoint, name),
