@@ -30,6 +30,8 @@ from nova_balloon.conf import balloon, libvirt  # noqa: E402
 MiB = 1024
 UUID = '6f0b5c3e-0000-4000-8000-000000000001'
 TARGET = 2048 * MiB
+# The run of the domain the balloon events come from (GuestSample.run_id).
+RUN = '7.0'
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
@@ -71,9 +73,9 @@ def agent(tmp_path: Path) -> Iterator[BalloonAgent]:
 def test_deflation_above_the_target_wakes_the_loop_at_once(agent: BalloonAgent) -> None:
     hook = agent.driver.on_balloon_change
     assert hook is not None
-    hook(UUID, TARGET)  # the balloon at its target: the first size libvirt reports
+    hook(UUID, TARGET, RUN)  # the balloon at its target: the first size libvirt reports
     assert agent.cycles == 1
-    hook(UUID, TARGET + 256 * MiB)  # the guest took 256 MiB back from its balloon
+    hook(UUID, TARGET + 256 * MiB, RUN)  # the guest took 256 MiB back from its balloon
     assert wait_until(lambda: agent.cycles == 2), 'the loop waited out its interval'
 
 
@@ -90,7 +92,7 @@ def test_other_balloon_changes_leave_the_loop_waiting(agent: BalloonAgent,
     hook = agent.driver.on_balloon_change
     assert hook is not None
     for size in sizes:
-        hook(UUID, size)
+        hook(UUID, size, RUN)
     assert not wait_until(lambda: agent.cycles > 1, timeout_s=0.5)
 
 
@@ -99,6 +101,15 @@ def test_deflation_of_a_guest_without_a_target_leaves_the_loop_waiting(
     hook = agent.driver.on_balloon_change
     assert hook is not None
     other = '6f0b5c3e-0000-4000-8000-000000000002'
-    hook(other, TARGET)
-    hook(other, TARGET + 256 * MiB)
+    hook(other, TARGET, RUN)
+    hook(other, TARGET + 256 * MiB, RUN)
+    assert not wait_until(lambda: agent.cycles > 1, timeout_s=0.5)
+
+
+def test_a_new_run_starting_at_full_size_is_no_deflation(agent: BalloonAgent) -> None:
+    # A hard reboot or restore: the new QEMU's balloon starts at full size.
+    hook = agent.driver.on_balloon_change
+    assert hook is not None
+    hook(UUID, TARGET, RUN)
+    hook(UUID, TARGET + 256 * MiB, '8.0')
     assert not wait_until(lambda: agent.cycles > 1, timeout_s=0.5)

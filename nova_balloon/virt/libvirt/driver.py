@@ -176,10 +176,10 @@ class LibvirtDriver:
         self._stuck: dict[str, threading.Thread] = {}
         self.call_timeout_s = CALL_TIMEOUT_S
         self.calls = 0
-        # Called on libvirt's event thread with (uuid, balloon KiB) when a
-        # balloon changes size; the agent uses it to act at once on a guest
+        # Called on libvirt's event thread with (uuid, balloon KiB, run id)
+        # when a balloon changes size; the agent uses it to act at once on a guest
         # that deflated its balloon on OOM. Must be quick and thread-safe.
-        self.on_balloon_change: Callable[[str, int], None] | None = None
+        self.on_balloon_change: Callable[[str, int, str], None] | None = None
 
     # -- connection -------------------------------------------------------
 
@@ -255,7 +255,11 @@ class LibvirtDriver:
                            actual_kib: int, opaque: Any) -> None:
         uuid = dom.UUIDString()
         if self.on_balloon_change is not None and uuid not in self._reboot_pending:
-            self.on_balloon_change(uuid, actual_kib)
+            self.on_balloon_change(uuid, actual_kib, self._run_id(dom, uuid))
+
+    def _run_id(self, dom: libvirt.virDomain, uuid: str) -> str:
+        """GuestSample.run_id: the domain id (a new QEMU process) and reboots inside."""
+        return f'{dom.ID()}.{self._reboots.get(uuid, 0)}'
 
     def _on_reboot(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
                    opaque: Any) -> None:
@@ -318,7 +322,7 @@ class LibvirtDriver:
             age = now - stats.last_update if stats.last_update else None
             samples.append(GuestSample(
                 facts=facts, stats=stats, run_state=run_state, stats_age_s=age,
-                run_id=f'{dom.ID()}.{self._reboots.get(uuid, 0)}'))
+                run_id=self._run_id(dom, uuid)))
         self._domains = domains
         with self._lock:
             for uuid in set(self._facts) - set(domains):
