@@ -81,16 +81,21 @@ def _error_of(response: Any) -> tuple[str, str]:
 def load_adapter(conf: cfg.ConfigOpts) -> ks_adapter.Adapter:
     """A keystoneauth1 adapter from ``[placement]``, as nova-compute loads its own.
 
-    Raises PlacementError when the section names no auth plugin.
+    Raises PlacementError when the section names no auth plugin, or one
+    keystoneauth cannot load (an unknown ``auth_type``, a required option
+    missing), with keystoneauth's reason.
     """
-    auth = ks_loading.load_auth_from_conf_options(conf, PLACEMENT_GROUP)
-    if auth is None:
-        raise PlacementError(f'[{PLACEMENT_GROUP}] auth_type is not set: the agent reads '
-                             f"Placement's credentials from nova-compute's [placement] "
-                             f'section')
-    session = ks_loading.load_session_from_conf_options(conf, PLACEMENT_GROUP, auth=auth)
-    return ks_loading.load_adapter_from_conf_options(
-        conf, PLACEMENT_GROUP, session=session, auth=auth, raise_exc=False)
+    try:
+        auth = ks_loading.load_auth_from_conf_options(conf, PLACEMENT_GROUP)
+        if auth is None:
+            raise PlacementError(f'[{PLACEMENT_GROUP}] auth_type is not set: the agent reads '
+                                 f"Placement's credentials from nova-compute's "
+                                 f'[{PLACEMENT_GROUP}] section')
+        session = ks_loading.load_session_from_conf_options(conf, PLACEMENT_GROUP, auth=auth)
+        return ks_loading.load_adapter_from_conf_options(
+            conf, PLACEMENT_GROUP, session=session, auth=auth, raise_exc=False)
+    except ks_exceptions.ClientException as exc:
+        raise PlacementError(f'[{PLACEMENT_GROUP}] credentials unusable: {exc}') from exc
 
 
 class PlacementClient:

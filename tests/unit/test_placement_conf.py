@@ -57,6 +57,16 @@ def test_credentials_are_required(tmp_path, caplog):
     assert '[placement] auth_type is not set' in text
 
 
+@pytest.mark.parametrize('section, named', [
+    ('auth_type = no-such-plugin\n', 'no-such-plugin'),
+    ('auth_type = password\nusername = nova\n', 'not given: auth_url'),
+])
+def test_credentials_keystoneauth_cannot_load_are_named(tmp_path, caplog, section, named):
+    text = refusal(tmp_path, f'[placement]\n{section}[placement_ratio]\nenabled = true\n',
+                   caplog)
+    assert '[placement] credentials unusable' in text and named in text
+
+
 def test_nova_overwrites_when_ram_allocation_ratio_is_set(tmp_path, caplog):
     assert nova_overwrites(conf_from(tmp_path, '')) is None
     assert nova_overwrites(conf_from(tmp_path, '[DEFAULT]\nram_allocation_ratio = 0.0\n')) \
