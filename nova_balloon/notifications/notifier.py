@@ -186,11 +186,12 @@ class Notifier:
             except queue.Full:
                 if not self._dropped:
                     LOG.warning('Notifications: %d waiting for the broker (slow or '
-                                'unreachable); dropping %s and the next ones until they '
-                                'leave', QUEUE_SIZE, event.event_type.value)
+                                'unreachable); dropping %s and the next ones until half '
+                                'of them left', self._queue.maxsize, event.event_type.value)
                 self._dropped += 1
                 continue
-            if self._dropped:
+            # Once half the queue left: a slow broker does not make this flap.
+            if self._dropped and self._queue.qsize() <= self._queue.maxsize // 2:
                 LOG.info('Notifications flow again; %d were dropped', self._dropped)
                 self._dropped = 0
 
