@@ -107,6 +107,15 @@ class PlacementAdmin:
                    dict(inventories['MEMORY_MB'], **fields,
                         resource_provider_generation=generation))
 
+    def remove_named(self, name: str) -> None:
+        """A provider of that name left by an earlier, interrupted run, with its consumers."""
+        found = self._call('GET', f'/resource_providers?name={name}').json()
+        for provider in found['resource_providers']:
+            rp = provider['uuid']
+            held = self._call('GET', f'/resource_providers/{rp}/allocations').json()
+            self.consumers.extend(held['allocations'])
+            self.remove(rp)
+
     def remove(self, rp: str) -> None:
         for consumer in self.consumers:
             self._call('DELETE', f'/allocations/{consumer}')
@@ -321,6 +330,7 @@ def test_the_provider_is_found_by_libvirts_hostname(tmp_path, placement_endpoint
     conn = libvirt.openReadOnly('test:///default')
     hostname = conn.getHostname()
     conn.close()
+    admin.remove_named(hostname)
     rp = admin.create_node(hostname, 1.0)
     try:
         outcome = updater_for(nova_conf(tmp_path, placement_endpoint, None),
