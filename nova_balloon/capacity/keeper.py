@@ -13,6 +13,7 @@ from typing import Any
 from oslo_log import log as logging
 
 from nova_balloon.capacity import history, record
+from nova_balloon.conf import capacity as capacity_conf
 from nova_balloon.controller.planner import Plan
 from nova_balloon.safety import SafetyLimits
 
@@ -33,7 +34,12 @@ class HistoryKeeper:
 
     @classmethod
     def from_conf(cls, conf: Any) -> HistoryKeeper | None:
-        """None when ``[capacity] record_history`` is off."""
+        """None when ``[capacity] record_history`` is off.
+
+        The group is registered here too (a no-op on the agent's own
+        ConfigOpts), so that a ConfigOpts made without it gets the defaults.
+        """
+        capacity_conf.register_opts(conf)
         if not conf.capacity.record_history:
             return None
         return cls(conf.capacity.history_file, conf.capacity.history_days,
