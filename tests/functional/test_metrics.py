@@ -6,24 +6,33 @@ ignores. The endpoint is scraped over HTTP while the agent runs, and its
 balloon, free memory and ceiling are compared with ``virsh dommemstat`` and
 ``virsh dominfo``. The agent's config file (tests/functional/agent_process)
 has no [metrics] section: the address comes from oslo.config's environment
-source (OS_METRICS__LISTEN), as an operator may also set it.
+source (OS_METRICS__LISTEN), as an operator may also set it. Then a real
+Prometheus server (Debian's prometheus package) runs the scrape config and
+alert rules of doc/source/monitoring.rst against the agent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import shutil
 import socket
 import subprocess
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.functional.agent_process import running_agent
 from tests.functional.conftest import BootGuest
 from tests.functional.guests import BootedGuest, destroy_quietly, wait_until
+from tests.unit.test_metrics_docs import code_blocks
 
 pytestmark = pytest.mark.functional
 
@@ -92,6 +101,45 @@ def host_memtotal_bytes() -> int:
     return int(kib.group(1)) * 1024
 
 
+@contextlib.contextmanager
+def prometheus_server(workdir: Path, agent_port: int) -> Iterator[int]:
+    """Prometheus with the page's config and rules, scraping the agent every second."""
+    workdir.mkdir()
+    blocks = code_blocks()
+    config = yaml.safe_load(blocks['prometheus.yml'])
+    config['global'] = {'scrape_interval': '1s', 'evaluation_interval': '1s'}
+    job = config['scrape_configs'][0]
+    job['scrape_interval'] = '1s'
+    job['static_configs'] = [{'targets': [f'127.0.0.1:{agent_port}']}]
+    (workdir / 'prometheus.yml').write_text(yaml.safe_dump(config))
+    (workdir / 'nova-balloon-alerts.yml').write_text(blocks['nova-balloon-alerts.yml'])
+    port = free_port()
+    log = (workdir / 'prometheus.log').open('w')
+    server = subprocess.Popen(
+        ['prometheus', '--config.file=prometheus.yml', f'--storage.tsdb.path={workdir}/data',
+         f'--web.listen-address=127.0.0.1:{port}'], cwd=workdir, stdout=log,
+        stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: server.poll() is None and prometheus_api(port, '/-/ready'), 60,
+                   'prometheus ready')
+        yield port
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+def prometheus_api(port: int, path: str, **query: str) -> Any:
+    """A Prometheus API answer's data, or None while it does not answer."""
+    url = f'http://127.0.0.1:{port}{path}?{urllib.parse.urlencode(query)}'
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            body = reply.read().decode()
+    except OSError:
+        return None
+    return json.loads(body)['data'] if path.startswith('/api/') else body
+
+
 def test_scraped_figures_match_libvirt(boot_guest: BootGuest, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     big = boot_guest(memory_mib=384, flavor_name='m1.metrics',
@@ -158,6 +206,24 @@ def test_scraped_figures_match_libvirt(boot_guest: BootGuest, tmp_path: Path,
             linted = subprocess.run(['promtool', 'check', 'metrics'], input=text,
                                     capture_output=True, text=True, timeout=30)
             assert linted.returncode == 0 and not linted.stdout, linted
+
+        if shutil.which('prometheus'):
+            with prometheus_server(tmp_path / 'prometheus', port) as api:
+                query = f'nova_balloon_guest_ceiling_bytes{{instance_uuid="{big.uuid}"}}'
+                found = wait_until(lambda: prometheus_api(api, '/api/v1/query', query=query)
+                                   ['result'], 30, 'prometheus scraped the agent')
+                assert float(found[0]['value'][1]) == 384 * MIB
+                assert found[0]['metric']['job'] == 'nova-balloon'
+                rules = [rule for group in prometheus_api(api, '/api/v1/rules')['groups']
+                         for rule in group['rules']]
+                assert len(rules) == 4
+                # Each rule evaluated without error against the real series.
+                wait_until(lambda: all(rule['health'] == 'ok' for group in prometheus_api(
+                    api, '/api/v1/rules')['groups'] for rule in group['rules']), 30,
+                    'alert rules evaluated')
+                firing = prometheus_api(api, '/api/v1/alerts')['alerts']
+                assert not [a for a in firing if a['labels']['alertname'] in (
+                    'NovaBalloonAgentNotCycling', 'NovaBalloonUnresponsive')], firing
 
         # A guest that goes leaves no series behind.
         destroy_quietly(off.dom)
