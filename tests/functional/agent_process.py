@@ -24,7 +24,8 @@ def default_timing() -> dict[str, object]:
 class Agent:
     """A nova-balloon-agent process with its own config, log and state file."""
 
-    def __init__(self, workdir: Path, log_name: str = "agent.log", **options: object):
+    def __init__(self, workdir: Path, log_name: str = "agent.log",
+                 connection_uri: str = "qemu:///system", **options: object):
         self.workdir = workdir
         self.log_path = workdir / log_name
         self.stderr_path = workdir / f"{log_name}.stderr"
@@ -36,7 +37,7 @@ class Agent:
         policy = {k: general.pop(k) for k in list(general) if k in policy_names}
         self.config_path.write_text(
             f"[DEFAULT]\nlog_file = {self.log_path}\ndebug = true\n"
-            "[libvirt]\nconnection_uri = qemu:///system\n"
+            f"[libvirt]\nconnection_uri = {connection_uri}\n"
             "[balloon]\n" + "".join(f"{k} = {v}\n" for k, v in general.items())
             + "[adaptive_policy]\n" + "".join(f"{k} = {v}\n" for k, v in policy.items())
         )
@@ -82,10 +83,11 @@ class Agent:
 
 
 @contextlib.contextmanager
-def running_agent(workdir: Path, log_name: str = "agent.log", **options: object) -> Iterator[Agent]:
+def running_agent(workdir: Path, log_name: str = "agent.log",
+                  connection_uri: str = "qemu:///system", **options: object) -> Iterator[Agent]:
     """An agent for the with-block; it must not have logged a traceback."""
     workdir.mkdir(parents=True, exist_ok=True)
-    agent = Agent(workdir, log_name, **options)
+    agent = Agent(workdir, log_name, connection_uri, **options)
     try:
         yield agent
     finally:
