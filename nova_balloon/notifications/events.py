@@ -35,7 +35,7 @@ major.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from nova_balloon.controller import planner
@@ -162,7 +162,26 @@ def publisher_id(host: str) -> str:
 
 
 class GuestState(NamedTuple):
-    """What the notifications say of one guest after a cycle."""
+    """The states of one guest that notifications follow.
+
+    Built for every guest every cycle, so it holds only the states; the
+    figures of a payload (``GuestFigures``) are read for the few guests
+    whose state changed.
+    """
+
+    reclaimed: bool
+    # Why the guest is short, None while it is covered.
+    short: str | None
+    # Why the balloon counts as unresponsive, None while it responds.
+    unresponsive: str | None
+
+
+# Full memory, covered, responding: what a guest first seen is compared with.
+NOMINAL = GuestState(reclaimed=False, short=None, unresponsive=None)
+
+
+class GuestFigures(NamedTuple):
+    """What a guest's payload tells of it besides the reason."""
 
     uuid: str
     name: str
@@ -173,21 +192,9 @@ class GuestState(NamedTuple):
     target_kib: int | None
     balloon_kib: int | None
     free_kib: int | None
-    reclaimed: bool
-    # Why the guest is short, None while it is covered.
-    short: str | None
-    # Why the balloon counts as unresponsive, None while it responds.
-    unresponsive: str | None
 
 
-# Full memory, covered, responding: what a guest first seen is compared with.
-NOMINAL = GuestState(uuid='', name='', display_name=None, flavor=None, ceiling_kib=0,
-                     floor_kib=None, target_kib=None, balloon_kib=None, free_kib=None,
-                     reclaimed=False, short=None, unresponsive=None)
-
-
-class HostState(NamedTuple):
-    critical: bool
+class HostFigures(NamedTuple):
     total_kib: int
     available_kib: int
     untouched_kib: int
@@ -197,9 +204,7 @@ class HostState(NamedTuple):
 
 
 def _short(view: GuestView, limits: SafetyLimits, before: str | None) -> str | None:
-    """Why the managed guest is short of memory now, or None (see the module)."""
-    if view.actual_kib >= view.ceiling_kib - SETTLE_TOLERANCE_KIB:
-        return None
+    """Why the managed guest, below its full memory, is short of it now, or None."""
     if view.deflated_on_oom:
         return (f'deflated its balloon on out-of-memory: {mib(view.actual_kib)} MiB, above '
                 f'its target {mib(view.target_kib)} MiB')
@@ -215,109 +220,133 @@ def _short(view: GuestView, limits: SafetyLimits, before: str | None) -> str | N
 
 def guest_states(plan: planner.Plan, previous: Mapping[str, GuestState],
                  limits: SafetyLimits) -> dict[str, GuestState]:
-    """Every guest's state after the cycle that made ``plan``.
+    """Every guest's states after the cycle that made ``plan``.
 
     ``plan.memory`` must be what the controller kept: the targets it could
     not apply (errors, dry run) are the ones it had before.
     """
     states = {}
-    for uuid, item in plan.classified.items():
-        facts = item.sample.facts
-        before = previous.get(uuid)
-        remembered = plan.memory.get(uuid)
-        view = plan.views.get(uuid)
-        if view is not None:
-            short = _short(view, limits, before.short if before else None)
-            unresponsive = view.unresponsive
-            free = view.usable_kib
+    views = plan.views
+    memory = plan.memory
+    for uuid in plan.classified:
+        before = previous.get(uuid, NOMINAL)
+        remembered = memory.get(uuid)
+        reclaimed = remembered.shrunk if remembered is not None else False
+        view = views.get(uuid)
+        if view is None:
+            # Not managed: no statistics to judge short or unresponsive by.
+            short, unresponsive = before.short, before.unresponsive
+        elif view.actual_kib >= view.ceiling_kib - SETTLE_TOLERANCE_KIB:
+            short, unresponsive = None, view.unresponsive
         else:
-            short = before.short if before else None
-            unresponsive = before.unresponsive if before else None
-            free = item.sample.stats.usable_kib
-        states[uuid] = GuestState(
-            uuid=uuid, name=facts.name,
-            display_name=facts.nova.instance_name if facts.nova else None,
-            flavor=facts.nova.flavor_name if facts.nova else None,
-            ceiling_kib=facts.max_memory_kib, floor_kib=item.floor_kib,
-            target_kib=remembered.target_kib if remembered else None,
-            balloon_kib=item.sample.stats.actual_kib, free_kib=free,
-            reclaimed=remembered.shrunk if remembered else False,
-            short=short, unresponsive=unresponsive)
+            short, unresponsive = _short(view, limits, before.short), view.unresponsive
+        if reclaimed is before.reclaimed and short is before.short and \
+                unresponsive is before.unresponsive:
+            states[uuid] = before
+        else:
+            states[uuid] = GuestState(reclaimed, short, unresponsive)
     return states
 
 
-def host_state(plan: planner.Plan, critical_kib: int,
-               guests: Mapping[str, GuestState]) -> HostState | None:
-    """The host after the cycle that made ``plan``; None if it has no host figures."""
+def guest_figures(plan: planner.Plan, uuid: str) -> GuestFigures:
+    """A guest's figures as the cycle that made ``plan`` saw them."""
+    item = plan.classified[uuid]
+    facts = item.sample.facts
+    view = plan.views.get(uuid)
+    remembered = plan.memory.get(uuid)
+    return GuestFigures(
+        uuid=uuid, name=facts.name,
+        display_name=facts.nova.instance_name if facts.nova else None,
+        flavor=facts.nova.flavor_name if facts.nova else None,
+        ceiling_kib=facts.max_memory_kib, floor_kib=item.floor_kib,
+        target_kib=remembered.target_kib if remembered else None,
+        balloon_kib=item.sample.stats.actual_kib,
+        free_kib=view.usable_kib if view is not None else item.sample.stats.usable_kib)
+
+
+def host_figures(plan: planner.Plan, critical_kib: int) -> HostFigures:
+    """The host as the cycle that made ``plan`` saw it (the plan has its host)."""
     host = plan.host
-    if host is None:
-        return None
-    held = [g.ceiling_kib - g.target_kib for g in guests.values()
-            if g.reclaimed and g.target_kib is not None]
-    return HostState(
-        critical=plan.host_critical, total_kib=host.total_kib,
-        available_kib=host.available_kib, untouched_kib=host.untouched_kib,
-        critical_kib=critical_kib, guests_reclaimed=len(held), reclaimed_kib=sum(held))
+    assert host is not None
+    held = [item.ceiling_kib - remembered.target_kib
+            for uuid, item in plan.classified.items()
+            if (remembered := plan.memory.get(uuid)) is not None and remembered.shrunk
+            and remembered.target_kib is not None]
+    return HostFigures(
+        total_kib=host.total_kib, available_kib=host.available_kib,
+        untouched_kib=host.untouched_kib, critical_kib=critical_kib,
+        guests_reclaimed=len(held), reclaimed_kib=sum(held))
 
 
-def guest_payload(state: GuestState, host: str, reason: str | None = None) -> dict[str, Any]:
+def guest_payload(figures: GuestFigures, host: str,
+                  reason: str | None = None) -> dict[str, Any]:
     return versioned(BalloonGuestPayload(
-        host=host, uuid=state.uuid, name=state.name, display_name=state.display_name,
-        flavor=state.flavor, memory_mb=state.ceiling_kib // KIB_PER_MIB,
-        floor_mb=mib(state.floor_kib), target_mb=mib(state.target_kib),
-        balloon_mb=mib(state.balloon_kib), free_mb=mib(state.free_kib), reason=reason))
+        host=host, uuid=figures.uuid, name=figures.name, display_name=figures.display_name,
+        flavor=figures.flavor, memory_mb=figures.ceiling_kib // KIB_PER_MIB,
+        floor_mb=mib(figures.floor_kib), target_mb=mib(figures.target_kib),
+        balloon_mb=mib(figures.balloon_kib), free_mb=mib(figures.free_kib), reason=reason))
 
 
-def host_payload(state: HostState, host: str) -> dict[str, Any]:
+def host_payload(figures: HostFigures, host: str) -> dict[str, Any]:
     return versioned(BalloonHostPayload(
-        host=host, total_mb=state.total_kib // KIB_PER_MIB,
-        available_mb=state.available_kib // KIB_PER_MIB,
-        untouched_mb=state.untouched_kib // KIB_PER_MIB,
-        free_mb=(state.available_kib - state.untouched_kib) // KIB_PER_MIB,
-        critical_free_mb=state.critical_kib // KIB_PER_MIB,
-        guests_reclaimed=state.guests_reclaimed,
-        reclaimed_mb=state.reclaimed_kib // KIB_PER_MIB))
+        host=host, total_mb=figures.total_kib // KIB_PER_MIB,
+        available_mb=figures.available_kib // KIB_PER_MIB,
+        untouched_mb=figures.untouched_kib // KIB_PER_MIB,
+        free_mb=(figures.available_kib - figures.untouched_kib) // KIB_PER_MIB,
+        critical_free_mb=figures.critical_kib // KIB_PER_MIB,
+        guests_reclaimed=figures.guests_reclaimed,
+        reclaimed_mb=figures.reclaimed_kib // KIB_PER_MIB))
 
 
 def guest_events(previous: Mapping[str, GuestState], current: Mapping[str, GuestState],
-                 host: str) -> list[Event]:
-    """The notifications for the guests whose states changed."""
+                 figures: Callable[[str], GuestFigures], host: str) -> list[Event]:
+    """The notifications for the guests whose states changed.
+
+    ``figures`` gives a guest's figures (``guest_figures`` of the plan), read
+    only for the guests that changed.
+    """
     events = []
     for uuid, state in current.items():
         before = previous.get(uuid, NOMINAL)
+        if state is before or state == before:
+            continue
+        seen = figures(uuid)
         if state.reclaimed != before.reclaimed:
             kind = EventType.GUEST_RECLAIMED if state.reclaimed else EventType.GUEST_RESTORED
-            events.append(Event(kind, guest_payload(state, host)))
+            events.append(Event(kind, guest_payload(seen, host)))
         if (state.short is None) != (before.short is None):
             kind = EventType.GUEST_SHORT if state.short else EventType.GUEST_COVERED
-            events.append(Event(kind, guest_payload(state, host, state.short)))
+            events.append(Event(kind, guest_payload(seen, host, state.short)))
         if (state.unresponsive is None) != (before.unresponsive is None):
             kind = EventType.GUEST_UNRESPONSIVE if state.unresponsive else \
                 EventType.GUEST_RESPONDING
-            events.append(Event(kind, guest_payload(state, host, state.unresponsive)))
+            events.append(Event(kind, guest_payload(seen, host, state.unresponsive)))
     return events
 
 
-def host_events(previous: HostState | None, current: HostState, host: str) -> list[Event]:
-    """``balloon.host.critical`` or ``.normal`` when the host changed state."""
-    was_critical = previous.critical if previous is not None else False
-    if current.critical == was_critical:
+def host_events(was_critical: bool, critical: bool, figures: Callable[[], HostFigures],
+                host: str) -> list[Event]:
+    """``balloon.host.critical`` or ``.normal`` when the host changed state.
+
+    ``figures`` (``host_figures`` of the plan) is read only then.
+    """
+    if critical == was_critical:
         return []
-    kind = EventType.HOST_CRITICAL if current.critical else EventType.HOST_NORMAL
-    return [Event(kind, host_payload(current, host))]
+    kind = EventType.HOST_CRITICAL if critical else EventType.HOST_NORMAL
+    return [Event(kind, host_payload(figures(), host))]
 
 
 def restored_on_stop(states: Mapping[str, GuestState], restored: Mapping[str, int],
-                     host: str) -> list[Event]:
+                     figures: Callable[[str], GuestFigures], host: str) -> list[Event]:
     """``balloon.guest.restored`` for each reclaimed guest the stopping agent restored.
 
-    ``restored`` maps a guest to the target set (its ceiling). A guest the
-    agent never saw reclaimed gets no event (none said it was reclaimed);
-    the agent's stop notification counts it.
+    ``restored`` maps a guest to the target set (its ceiling); ``figures``
+    gives its figures as last seen. A guest the agent never saw reclaimed
+    gets no event (none said it was reclaimed); the agent's stop
+    notification counts it.
     """
     return [Event(EventType.GUEST_RESTORED,
-                  guest_payload(states[uuid]._replace(reclaimed=False, target_kib=target),
-                                host))
+                  guest_payload(figures(uuid)._replace(target_kib=target), host))
             for uuid, target in restored.items()
             if uuid in states and states[uuid].reclaimed]
 

@@ -18,6 +18,7 @@ payload, which ``SendFailures`` turns into that warning on the sender thread.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging as std_logging
 import queue
@@ -34,6 +35,7 @@ from oslo_log import log as logging
 
 from nova_balloon.conf import balloon as balloon_conf
 from nova_balloon.conf import notifications as notifications_conf
+from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import CycleReport
 from nova_balloon.model import KIB_PER_MIB
 from nova_balloon.notifications import events
@@ -97,7 +99,9 @@ class Notifier:
         self.publisher_id = events.publisher_id(self.host)
         self.limits = SafetyLimits.from_conf(conf.balloon)
         self.guests: dict[str, events.GuestState] = {}
-        self.host_state: events.HostState | None = None
+        self.host_critical = False
+        # The last cycle's plan: the figures of the guests restored on stop.
+        self._last_plan: planner.Plan | None = None
         self._queue: queue.Queue[events.Event | None] = queue.Queue(QUEUE_SIZE)
         self._dropped = 0
         self._transport: oslo_messaging.Transport | None = None
@@ -152,20 +156,26 @@ class Notifier:
         """
         if not self.enabled or report is None or report.plan is None:
             return
-        guests = events.guest_states(report.plan, self.guests, self.limits)
-        host = events.host_state(report.plan,
-                                 self.conf.balloon.host_critical_free_mb * KIB_PER_MIB, guests)
-        found = events.guest_events(self.guests, guests, self.host)
-        if host is not None:
-            found += events.host_events(self.host_state, host, self.host)
-            self.host_state = host
+        plan = report.plan
+        guests = events.guest_states(plan, self.guests, self.limits)
+        found = events.guest_events(self.guests, guests,
+                                    functools.partial(events.guest_figures, plan), self.host)
+        if plan.host is not None:
+            critical_kib = self.conf.balloon.host_critical_free_mb * KIB_PER_MIB
+            found += events.host_events(
+                self.host_critical, plan.host_critical,
+                functools.partial(events.host_figures, plan, critical_kib), self.host)
+            self.host_critical = plan.host_critical
         self.guests = guests
+        self._last_plan = plan
         self.send(found)
 
     def agent_stopped(self, restored: Mapping[str, int]) -> None:
         """The guests restored on stop, the agent's stop, then the last sends."""
-        self.send(events.restored_on_stop(self.guests, restored, self.host)
-                  + [self._agent_event(events.EventType.AGENT_STOP, len(restored))])
+        plan = self._last_plan
+        found = [] if plan is None else events.restored_on_stop(
+            self.guests, restored, functools.partial(events.guest_figures, plan), self.host)
+        self.send(found + [self._agent_event(events.EventType.AGENT_STOP, len(restored))])
         self.close()
 
     def _agent_event(self, kind: events.EventType,

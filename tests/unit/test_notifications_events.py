@@ -23,7 +23,13 @@ from nova_balloon.model import (
     RunState,
 )
 from nova_balloon.notifications import events as ev
-from nova_balloon.notifications.events import EventType, GuestState, HostState, Priority
+from nova_balloon.notifications.events import (
+    EventType,
+    GuestFigures,
+    GuestState,
+    HostFigures,
+    Priority,
+)
 from nova_balloon.policies import Policy
 from nova_balloon.safety import SafetyLimits
 
@@ -77,13 +83,22 @@ def plan_of(samples: list[GuestSample], memory: Mapping[str, GuestMemory],
     return planner.plan(host, samples, TargetPolicy(targets or {}), {}, memory, SETTINGS)
 
 
-def state(**kw: object) -> GuestState:
-    fields: dict[str, object] = dict(
-        uuid='u1', name='instance-u1', display_name='web-u1', flavor='m1.large',
-        ceiling_kib=CEILING, floor_kib=CEILING // 2, target_kib=None, balloon_kib=CEILING,
-        free_kib=2048 * MiB, reclaimed=False, short=None, unresponsive=None)
-    fields.update(kw)
-    return GuestState(**fields)  # type: ignore[arg-type]
+def state(reclaimed: bool = False, short: str | None = None,
+          unresponsive: str | None = None) -> GuestState:
+    return GuestState(reclaimed=reclaimed, short=short, unresponsive=unresponsive)
+
+
+FIGURES = GuestFigures(uuid='u1', name='instance-u1', display_name='web-u1', flavor='m1.large',
+                       ceiling_kib=CEILING, floor_kib=CEILING // 2, target_kib=None,
+                       balloon_kib=CEILING, free_kib=2048 * MiB)
+
+
+def figures(uuid: str) -> GuestFigures:
+    return FIGURES._replace(uuid=uuid, name=f'instance-{uuid}')
+
+
+def unexpected(uuid: str) -> GuestFigures:
+    raise AssertionError(f'figures of {uuid} read although its state held')
 
 
 def kinds(events: list[ev.Event]) -> list[EventType]:
@@ -103,11 +118,11 @@ def kinds(events: list[ev.Event]) -> list[EventType]:
 def test_each_guest_transition_sends_its_event_once(before, after, expected):
     first = {'u1': state(**before)}
     second = {'u1': state(**after)}
-    events = ev.guest_events(first, second, HOST_NAME)
+    events = ev.guest_events(first, second, figures, HOST_NAME)
     assert kinds(events) == [expected]
-    # The state holds: no repeat, cycle after cycle.
-    assert ev.guest_events(second, second, HOST_NAME) == []
-    assert ev.guest_events(second, {'u1': state(**after)}, HOST_NAME) == []
+    # The state holds: no repeat, cycle after cycle, and no figures read.
+    assert ev.guest_events(second, second, unexpected, HOST_NAME) == []
+    assert ev.guest_events(second, {'u1': state(**after)}, unexpected, HOST_NAME) == []
 
 
 def test_priorities():
@@ -120,24 +135,26 @@ def test_priorities():
 
 def test_a_reason_changing_while_short_is_no_new_event():
     first = {'u1': state(short='180 MiB free')}
-    assert ev.guest_events(first, {'u1': state(short='deflated on OOM')}, HOST_NAME) == []
+    assert ev.guest_events(first, {'u1': state(short='deflated on OOM')}, figures,
+                           HOST_NAME) == []
 
 
 def test_a_guest_first_seen_is_compared_with_the_nominal_state():
-    assert ev.guest_events({}, {'u1': state()}, HOST_NAME) == []
+    assert ev.guest_events({}, {'u1': state()}, unexpected, HOST_NAME) == []
     events = ev.guest_events({}, {'u1': state(reclaimed=True, short='low',
-                                               unresponsive='stuck')}, HOST_NAME)
+                                               unresponsive='stuck')}, figures, HOST_NAME)
     assert kinds(events) == [EventType.GUEST_RECLAIMED, EventType.GUEST_SHORT,
                              EventType.GUEST_UNRESPONSIVE]
 
 
 def test_a_guest_that_left_is_forgotten_silently():
-    assert ev.guest_events({'u1': state(reclaimed=True)}, {}, HOST_NAME) == []
+    assert ev.guest_events({'u1': state(reclaimed=True)}, {}, unexpected, HOST_NAME) == []
 
 
 def test_guest_payload_in_mib_with_the_reason():
-    events = ev.guest_events({}, {'u1': state(target_kib=3000 * MiB + 512, balloon_kib=3000 * MiB,
-                                               free_kib=100 * MiB, short='100 MiB free')},
+    seen = FIGURES._replace(target_kib=3000 * MiB + 512, balloon_kib=3000 * MiB,
+                            free_kib=100 * MiB)
+    events = ev.guest_events({}, {'u1': state(short='100 MiB free')}, lambda uuid: seen,
                              HOST_NAME)
     payload = events[0].payload
     assert payload['nova_object.name'] == 'BalloonGuestPayload'
@@ -149,31 +166,32 @@ def test_guest_payload_in_mib_with_the_reason():
         'balloon_mb': 3000, 'free_mb': 100, 'reason': '100 MiB free'}
 
 
-HOST = HostState(critical=False, total_kib=65536 * MiB, available_kib=8192 * MiB,
-                 untouched_kib=1024 * MiB, critical_kib=512 * MiB, guests_reclaimed=2,
-                 reclaimed_kib=3072 * MiB)
+HOST = HostFigures(total_kib=65536 * MiB, available_kib=1400 * MiB,
+                   untouched_kib=1024 * MiB, critical_kib=512 * MiB, guests_reclaimed=2,
+                   reclaimed_kib=3072 * MiB)
+
+
+def host_figures() -> HostFigures:
+    return HOST
 
 
 def test_host_critical_then_normal_once_each():
-    critical = HOST._replace(critical=True, available_kib=1400 * MiB)
-    assert ev.host_events(None, HOST, HOST_NAME) == []
-    events = ev.host_events(HOST, critical, HOST_NAME)
+    assert ev.host_events(False, False, host_figures, HOST_NAME) == []
+    events = ev.host_events(False, True, host_figures, HOST_NAME)
     assert kinds(events) == [EventType.HOST_CRITICAL]
     assert events[0].payload['nova_object.data'] == {
         'host': HOST_NAME, 'total_mb': 65536, 'available_mb': 1400, 'untouched_mb': 1024,
         'free_mb': 376, 'critical_free_mb': 512, 'guests_reclaimed': 2, 'reclaimed_mb': 3072}
-    assert ev.host_events(critical, critical._replace(available_kib=1300 * MiB),
-                          HOST_NAME) == []
-    assert kinds(ev.host_events(critical, HOST, HOST_NAME)) == [EventType.HOST_NORMAL]
-    # An agent that starts on a critical host says so.
-    assert kinds(ev.host_events(None, critical, HOST_NAME)) == [EventType.HOST_CRITICAL]
+    assert ev.host_events(True, True, host_figures, HOST_NAME) == []
+    assert kinds(ev.host_events(True, False, host_figures, HOST_NAME)) == [
+        EventType.HOST_NORMAL]
 
 
 def test_restored_on_stop_only_for_guests_seen_reclaimed():
-    states = {'u1': state(reclaimed=True, target_kib=2048 * MiB, balloon_kib=2048 * MiB),
-              'u2': state(uuid='u2'), 'u3': state(uuid='u3', reclaimed=True)}
+    states = {'u1': state(reclaimed=True), 'u2': state(), 'u3': state(reclaimed=True)}
+    seen = FIGURES._replace(target_kib=2048 * MiB, balloon_kib=2048 * MiB)
     events = ev.restored_on_stop(states, {'u1': CEILING, 'u2': CEILING, 'gone': CEILING},
-                                 HOST_NAME)
+                                 lambda uuid: seen, HOST_NAME)
     assert kinds(events) == [EventType.GUEST_RESTORED]
     data = events[0].payload['nova_object.data']
     assert (data['uuid'], data['target_mb'], data['balloon_mb']) == ('u1', 4096, 2048)
@@ -196,21 +214,29 @@ def test_reclaimed_by_a_shrink_and_restored_by_a_growth_to_the_ceiling():
     memory = {'u1': settled(None, CEILING, False)}
     shrink = plan_of([sample()], memory, {'u1': 3072 * MiB})
     states = ev.guest_states(shrink, {}, LIMITS)
-    assert states['u1'].reclaimed and states['u1'].target_kib == 3072 * MiB
-    assert kinds(ev.guest_events({}, states, HOST_NAME)) == [EventType.GUEST_RECLAIMED]
+    assert states['u1'].reclaimed
+    [reclaimed] = ev.guest_events({}, states, lambda u: ev.guest_figures(shrink, u), HOST_NAME)
+    assert reclaimed.event_type is EventType.GUEST_RECLAIMED
+    assert reclaimed.payload['nova_object.data'] == {
+        'host': HOST_NAME, 'uuid': 'u1', 'name': 'instance-u1', 'display_name': 'web-u1',
+        'flavor': 'm1.large', 'memory_mb': 4096, 'floor_mb': 2048, 'target_mb': 3072,
+        'balloon_mb': 4096, 'free_mb': 2048, 'reason': None}
 
     memory = {'u1': settled(3072 * MiB, 3072 * MiB, True)}
     smaller = plan_of([sample(actual=3072 * MiB, usable=1024 * MiB)], memory,
                       {'u1': 2560 * MiB})
     again = ev.guest_states(smaller, states, LIMITS)
-    assert again['u1'].reclaimed and again['u1'].target_kib == 2560 * MiB
-    assert ev.guest_events(states, again, HOST_NAME) == []
+    assert again['u1'].reclaimed
+    assert ev.guest_figures(smaller, 'u1').target_kib == 2560 * MiB
+    assert ev.guest_events(states, again, unexpected, HOST_NAME) == []
 
     memory = {'u1': settled(2560 * MiB, 2560 * MiB, True)}
     grow = plan_of([sample(actual=2560 * MiB, usable=1024 * MiB)], memory, {'u1': CEILING})
     restored = ev.guest_states(grow, again, LIMITS)
     assert not restored['u1'].reclaimed
-    assert kinds(ev.guest_events(again, restored, HOST_NAME)) == [EventType.GUEST_RESTORED]
+    [event] = ev.guest_events(again, restored, lambda u: ev.guest_figures(grow, u), HOST_NAME)
+    assert event.event_type is EventType.GUEST_RESTORED
+    assert event.payload['nova_object.data']['target_mb'] == 4096
 
 
 def test_a_target_not_applied_is_no_reclaim():
@@ -263,7 +289,7 @@ def test_unresponsive_balloon_then_responding():
     frozen = plan_of([sample(actual=3072 * MiB, age=400.0)], memory)
     states = ev.guest_states(frozen, {}, LIMITS)
     assert states['u1'].unresponsive == 'balloon statistics frozen for 400 s'
-    events = ev.guest_events({}, states, HOST_NAME)
+    events = ev.guest_events({}, states, figures, HOST_NAME)
     assert EventType.GUEST_UNRESPONSIVE in kinds(events)
     unresponsive = next(e for e in events if e.event_type is EventType.GUEST_UNRESPONSIVE)
     assert unresponsive.payload['nova_object.data']['reason'] == states['u1'].unresponsive
@@ -272,7 +298,8 @@ def test_unresponsive_balloon_then_responding():
     answering = plan_of([sample(actual=CEILING)], memory)
     after = ev.guest_states(answering, states, LIMITS)
     assert after['u1'].unresponsive is None
-    assert EventType.GUEST_RESPONDING in kinds(ev.guest_events(states, after, HOST_NAME))
+    assert EventType.GUEST_RESPONDING in kinds(ev.guest_events(states, after, figures,
+                                                                HOST_NAME))
 
 
 def test_a_guest_no_longer_managed_keeps_its_short_and_unresponsive_states():
@@ -280,18 +307,18 @@ def test_a_guest_no_longer_managed_keeps_its_short_and_unresponsive_states():
     paused = plan_of([sample(actual=3072 * MiB, run_state=RunState.PAUSED)], memory)
     before = state(short='low', unresponsive='stuck', reclaimed=True)
     after = ev.guest_states(paused, {'u1': before}, LIMITS)['u1']
-    assert (after.short, after.unresponsive, after.floor_kib) == ('low', 'stuck', None)
+    assert (after.short, after.unresponsive) == ('low', 'stuck')
+    assert ev.guest_figures(paused, 'u1').floor_kib is None
     assert after.reclaimed  # a paused guest is restored once it runs again
 
 
-def test_host_state_from_the_plan():
+def test_host_figures_from_the_plan():
     memory = {'u1': settled(3072 * MiB, 3072 * MiB, True), 'u2': settled(None, CEILING, False)}
     samples = [sample(actual=3072 * MiB), sample('u2')]
     calm = plan_of(samples, memory)
-    guests = ev.guest_states(calm, {}, LIMITS)
-    host = ev.host_state(calm, 512 * MiB, guests)
-    assert host is not None and not host.critical
+    assert not calm.host_critical
+    host = ev.host_figures(calm, 512 * MiB)
     assert (host.guests_reclaimed, host.reclaimed_kib) == (1, 1024 * MiB)
     critical = plan_of(samples, memory, available=256 * MiB)
-    host = ev.host_state(critical, 512 * MiB, ev.guest_states(critical, {}, LIMITS))
-    assert host is not None and host.critical and host.available_kib == 256 * MiB
+    assert critical.host_critical
+    assert ev.host_figures(critical, 512 * MiB).available_kib == 256 * MiB

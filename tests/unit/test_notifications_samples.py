@@ -16,20 +16,18 @@ from pathlib import Path
 import pytest
 
 from nova_balloon.notifications import events as ev
-from nova_balloon.notifications.events import EventType, GuestState, HostState
+from nova_balloon.notifications.events import EventType, GuestFigures, HostFigures
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / 'doc' / 'notification_samples'
 PAGE = REPO / 'doc' / 'source' / 'notifications.rst'
 HOST = 'compute-1'
 
-GUEST = GuestState(uuid='u1', name='instance-1', display_name='web-1', flavor='m1.large',
-                   ceiling_kib=4 << 20, floor_kib=2 << 20, target_kib=3 << 20,
-                   balloon_kib=3 << 20, free_kib=1 << 20, reclaimed=False, short=None,
-                   unresponsive=None)
-HOST_STATE = HostState(critical=False, total_kib=64 << 20, available_kib=8 << 20,
-                       untouched_kib=1 << 20, critical_kib=512 << 10, guests_reclaimed=1,
-                       reclaimed_kib=1 << 20)
+GUEST = GuestFigures(uuid='u1', name='instance-1', display_name='web-1', flavor='m1.large',
+                     ceiling_kib=4 << 20, floor_kib=2 << 20, target_kib=3 << 20,
+                     balloon_kib=3 << 20, free_kib=1 << 20)
+HOST_FIGURES = HostFigures(total_kib=64 << 20, available_kib=8 << 20, untouched_kib=1 << 20,
+                           critical_kib=512 << 10, guests_reclaimed=1, reclaimed_kib=1 << 20)
 
 
 def built(kind: EventType) -> ev.Event:
@@ -44,12 +42,11 @@ def built(kind: EventType) -> ev.Event:
     }
     if kind in guest_changes:
         before, after = guest_changes[kind]
-        found = ev.guest_events({'u1': GUEST._replace(**before)},
-                                {'u1': GUEST._replace(**after)}, HOST)
+        found = ev.guest_events({'u1': ev.NOMINAL._replace(**before)},
+                                {'u1': ev.NOMINAL._replace(**after)}, lambda uuid: GUEST, HOST)
     elif kind in (EventType.HOST_CRITICAL, EventType.HOST_NORMAL):
-        critical = HOST_STATE._replace(critical=True)
-        found = (ev.host_events(HOST_STATE, critical, HOST) if kind is EventType.HOST_CRITICAL
-                 else ev.host_events(critical, HOST_STATE, HOST))
+        critical = kind is EventType.HOST_CRITICAL
+        found = ev.host_events(not critical, critical, lambda: HOST_FIGURES, HOST)
     else:
         found = [ev.agent_event(kind, HOST, '1.0', 'adaptive', 2, False, True,
                                 3 if kind is EventType.AGENT_STOP else None)]
