@@ -99,10 +99,10 @@ def test_notifier_sends_to_the_broker(broker_url: str, tmp_path: Path) -> None:
     conf(["--config-file", str(config)])
     notifier = Notifier(conf)
     assert notifier.enabled
-    critical = ev.HostState(critical=True, total_kib=8192 * MIB, available_kib=300 * MIB,
-                            untouched_kib=0, critical_kib=512 * MIB, guests_reclaimed=1,
-                            reclaimed_kib=256 * MIB)
-    [sent] = ev.host_events(None, critical, "nb-compute")
+    figures = ev.HostFigures(total_kib=8192 * MIB, available_kib=300 * MIB, untouched_kib=0,
+                             critical_kib=512 * MIB, guests_reclaimed=1,
+                             reclaimed_kib=256 * MIB)
+    [sent] = ev.host_events(False, True, lambda: figures, "nb-compute")
     with listening(broker_url, topic) as received:
         notifier.agent_started()
         notifier.send([sent])
