@@ -125,9 +125,12 @@ class Notifier:
             group='oslo.messaging.notify.drivers')}
         unknown = sorted(set(drivers) - known)
         if unknown:
-            LOG.warning('Notifications: [%s] driver %s unknown (oslo.messaging has %s); '
-                        'it sends nothing', NOTIFICATIONS_GROUP, ', '.join(unknown),
-                        ', '.join(sorted(known)))
+            LOG.warning('Notifications%s: [%s] driver %s unknown (oslo.messaging has %s)',
+                        ' off' if set(unknown) == set(drivers) else '', NOTIFICATIONS_GROUP,
+                        ', '.join(unknown), ', '.join(sorted(known)))
+            drivers = [d for d in drivers if d in known]
+            if not drivers:
+                return
         try:
             self._transport = oslo_messaging.get_notification_transport(self.conf)
         except (oslo_messaging.MessagingException, cfg.Error, ValueError) as exc:

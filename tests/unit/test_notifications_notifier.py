@@ -62,8 +62,21 @@ def test_an_unknown_driver_is_named(tmp_path, caplog):
     notifier = notifier_for(tmp_path, f'[DEFAULT]\ntransport_url = {UNREACHABLE}\n'
                             '[oslo_messaging_notifications]\ndriver = messagingv3\n')
     [warning] = warnings_of(caplog)
-    assert 'driver messagingv3 unknown' in warning and 'messagingv2' in warning
-    notifier.close(0.5)
+    assert warning.startswith('Notifications off: [oslo_messaging_notifications] driver '
+                              'messagingv3 unknown (oslo.messaging has log, messaging, '
+                              'messagingv2, noop')
+    assert not notifier.enabled
+
+
+def test_an_unknown_driver_next_to_a_known_one_is_named(tmp_path, caplog):
+    notifier = notifier_for(tmp_path, f'[DEFAULT]\ntransport_url = {UNREACHABLE}\n'
+                            '[oslo_messaging_notifications]\ndriver = log\n'
+                            'driver = messagingv3\n')
+    [warning] = warnings_of(caplog)
+    assert warning.startswith('Notifications: [oslo_messaging_notifications] driver '
+                              'messagingv3 unknown')
+    assert notifier.enabled
+    notifier.close()
 
 
 def test_publisher_is_nova_balloon_and_the_host(tmp_path):
