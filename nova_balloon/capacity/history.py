@@ -66,12 +66,9 @@ class Minute:
 
 
 class History:
-    """Minutes in time order, at most ``keep_minutes`` of them (the newest)."""
+    """Minutes in time order."""
 
-    def __init__(self, minutes: Iterable[Minute] = (), keep_minutes: int | None = None):
-        if keep_minutes is not None and keep_minutes < 1:
-            raise ValueError(f'keep_minutes must be 1 or more, not {keep_minutes}')
-        self.keep_minutes = keep_minutes
+    def __init__(self, minutes: Iterable[Minute] = ()):
         self._minutes: list[Minute] = []
         for minute in minutes:
             self.add(minute)
@@ -88,19 +85,11 @@ class History:
         if self._minutes and minute.minute <= self._minutes[-1].minute:
             return False
         self._minutes.append(minute)
-        if self.keep_minutes is not None and len(self._minutes) > self.keep_minutes:
-            # Older minutes go in batches: one list copy per SLACK of the bound.
-            excess = len(self._minutes) - self.keep_minutes
-            if excess >= max(1, int(self.keep_minutes * SLACK)):
-                del self._minutes[:excess]
         return True
 
     def between(self, start_s: float, end_s: float) -> list[Minute]:
-        """The minutes that start in [start_s, end_s), newest bound applied."""
-        kept = self._minutes
-        if self.keep_minutes is not None:
-            kept = kept[-self.keep_minutes:]
-        return [m for m in kept if start_s <= m.start_s < end_s]
+        """The minutes that start in [start_s, end_s)."""
+        return [m for m in self._minutes if start_s <= m.start_s < end_s]
 
 
 def fold(flavors: Iterable[tuple[str, int, int]]) -> tuple[FlavorUse, ...]:
@@ -147,7 +136,7 @@ def parse_line(line: str) -> Minute:
     return Minute(minute, usable, tuple(flavors))
 
 
-def parse(text: str, keep_minutes: int | None = None) -> History:
+def parse(text: str) -> History:
     """A history file's text; raises HistoryFormatError on any line that is not a minute.
 
     The last line must end with a newline: one without was cut short by a crash.
@@ -157,7 +146,7 @@ def parse(text: str, keep_minutes: int | None = None) -> History:
         raise HistoryFormatError('not a nova-balloon capacity history (header missing)')
     if lines[-1] != '':
         raise HistoryFormatError(f'last line cut short: {lines[-1][:80]!r}')
-    history = History(keep_minutes=keep_minutes)
+    history = History()
     last = -1
     for line in lines[1:-1]:
         minute = parse_line(line)
@@ -168,60 +157,100 @@ def parse(text: str, keep_minutes: int | None = None) -> History:
     return history
 
 
-def read(path: str, keep_minutes: int | None = None) -> History:
+def read(path: str) -> History:
     """The history in ``path``; raises OSError or HistoryFormatError."""
     with open(path, encoding='utf-8') as f:
-        return parse(f.read(), keep_minutes)
+        return parse(f.read())
 
 
 class HistoryFile:
-    """The agent's history on disk: appended to every minute, bounded in size."""
+    """The agent's history on disk: appended to every minute, bounded in size.
+
+    Only the file holds the minutes: the agent keeps a count and the last
+    minute, and reads the file back when it trims it.
+    """
 
     def __init__(self, path: str, days: float):
         self.path = path
         self.keep_minutes = max(1, int(days * MINUTES_PER_DAY))
-        self.history = self._load()
-        self._lines_on_disk = len(self.history)
+        kept = self._load()
+        self._lines_on_disk = len(kept)
+        self._last_minute = kept.minutes[-1].minute if len(kept) else None
 
     def _load(self) -> History:
         try:
-            return read(self.path, self.keep_minutes)
+            with open(self.path, encoding='utf-8') as f:
+                text = f.read()
         except FileNotFoundError:
-            return History(keep_minutes=self.keep_minutes)
+            return History()
+        except UnicodeDecodeError as exc:
+            return self._set_aside(exc)
         except OSError as exc:
             LOG.warning('Capacity history %s unreadable (%s): starting over', self.path, exc)
-            return History(keep_minutes=self.keep_minutes)
-        except (UnicodeDecodeError, HistoryFormatError) as exc:
-            aside = self.path + '.corrupt'
-            LOG.warning('Capacity history %s unusable (%s): set aside as %s, starting over',
-                        self.path, exc, aside)
+            return History()
+        # A last line without its newline: the agent stopped while writing it.
+        cut = not text.endswith('\n') and '\n' in text
+        if cut:
+            text = text[:text.rindex('\n') + 1]
+        try:
+            kept = parse(text)
+        except HistoryFormatError as exc:
+            return self._set_aside(exc)
+        if cut:
+            LOG.warning('Capacity history %s: its last line was cut short (the agent stopped '
+                        'while writing it): dropped', self.path)
             try:
-                os.replace(self.path, aside)
-            except OSError as move_error:
-                LOG.warning('Cannot set %s aside: %s', self.path, move_error)
-            return History(keep_minutes=self.keep_minutes)
+                self._write(kept.minutes[-self.keep_minutes:])
+            except OSError as exc:
+                LOG.warning('Cannot rewrite %s: %s', self.path, exc)
+        return kept
+
+    def _set_aside(self, problem: Exception) -> History:
+        aside = self.path + '.corrupt'
+        LOG.warning('Capacity history %s unusable (%s): set aside as %s, starting over',
+                    self.path, problem, aside)
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            LOG.warning('Cannot set %s aside: %s', self.path, exc)
+        return History()
 
     def append(self, minute: Minute) -> None:
-        """Record one minute; raises OSError (the caller warns and goes on)."""
-        if not self.history.add(minute):
+        """Record one minute; raises OSError (the caller warns and goes on).
+
+        A minute not after the last one recorded (the clock stepped back) is
+        dropped.
+        """
+        if self._last_minute is not None and minute.minute <= self._last_minute:
             return
         if self._lines_on_disk >= self.keep_minutes * (1 + SLACK) or \
                 not os.path.exists(self.path):
-            self._rewrite()
-            return
-        with open(self.path, 'a', encoding='utf-8') as f:
-            f.write(format_line(minute) + '\n')
-        self._lines_on_disk += 1
+            self._rewrite(minute)
+        else:
+            with open(self.path, 'a', encoding='utf-8') as f:
+                f.write(format_line(minute) + '\n')
+            self._lines_on_disk += 1
+        self._last_minute = minute.minute
 
-    def _rewrite(self) -> None:
-        """The newest keep_minutes minutes, written aside and renamed over the file."""
-        kept = self.history.minutes[-self.keep_minutes:]
+    def _rewrite(self, minute: Minute) -> None:
+        """The file's newest minutes and this one, keep_minutes in all."""
+        try:
+            kept = list(read(self.path).minutes)
+        except FileNotFoundError:
+            kept = []
+        except (UnicodeDecodeError, HistoryFormatError) as exc:
+            self._set_aside(exc)
+            kept = []
+        self._write([*kept, minute][-self.keep_minutes:])
+
+    def _write(self, minutes: Sequence[Minute]) -> None:
+        """Written aside and renamed over the file, so a crash leaves one or the other."""
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
         temporary = self.path + '.new'
         with open(temporary, 'w', encoding='utf-8') as f:
             f.write(HEADER + '\n')
-            f.writelines(format_line(m) + '\n' for m in kept)
+            f.writelines(format_line(m) + '\n' for m in minutes)
         os.replace(temporary, self.path)
-        self._lines_on_disk = len(kept)
+        self._lines_on_disk = len(minutes)

@@ -30,14 +30,11 @@ def test_fold_sums_per_flavor():
         FlavorUse('a', 1, 50, 100), FlavorUse('b', 2, 400, 600))
 
 
-def test_history_keeps_the_newest_and_time_order():
-    kept = History(keep_minutes=10)
-    for i in range(25):
-        kept.add(minute(i))
+def test_history_keeps_time_order():
+    kept = History(minute(i) for i in range(5))
     assert not kept.add(minute(3))  # not after the last: dropped
-    window = kept.between(0, float('inf'))
-    assert [m.minute - T0 for m in window] == list(range(15, 25))
-    assert len(kept) <= 10 + 1  # trimmed in batches of a tenth
+    assert kept.add(minute(7))
+    assert [m.minute - T0 for m in kept.between((T0 + 2) * 60, (T0 + 7) * 60)] == [2, 3, 4]
 
 
 def test_file_is_bounded(tmp_path):
@@ -48,7 +45,7 @@ def test_file_is_bounded(tmp_path):
         kept.append(minute(i))
         lines = (tmp_path / 'history').read_text().count('\n')
         assert lines <= 1 + 10 * (1 + history.SLACK) + 1
-    reread = history.read(path, keep_minutes=10)
+    reread = history.read(path)
     assert [m.minute - T0 for m in reread.between(0, float('inf'))] == list(range(90, 100))
     # A restarted agent goes on from the file.
     again = HistoryFile(path, days=10 / history.MINUTES_PER_DAY)
@@ -71,7 +68,6 @@ def test_appends_survive_a_restart(tmp_path):
     ('garbage\n', 'header missing'),
     (history.HEADER + '\n28000000 60000 m1=2,1000\n', 'not enough values'),
     (history.HEADER + '\n28000000 60000 m1=2,-1,8192\n', 'bad flavor entry'),
-    (history.HEADER + '\n28000000 60000 m1=2,1000,8192\n28000001 600', 'cut short'),
     (history.HEADER + '\n28000001 60000\n28000000 60000\n', 'not after'),
     (history.HEADER + '\n28000000 sixty\n', 'invalid literal'),
 ])
@@ -82,11 +78,25 @@ def test_a_corrupt_file_is_set_aside_with_a_warning(tmp_path, caplog, text, prob
         history.read(str(path))
     with caplog.at_level(logging.WARNING):
         kept = HistoryFile(str(path), days=1)
-    assert len(kept.history) == 0
     assert 'unusable' in caplog.text and 'starting over' in caplog.text
     assert (tmp_path / 'history.corrupt').read_text() == text
+    assert not path.exists()
     kept.append(minute(0))
     assert history.read(str(path)).minutes == [minute(0)]
+
+
+def test_a_last_line_cut_short_is_dropped_and_the_rest_kept(tmp_path, caplog):
+    path = tmp_path / 'history'
+    whole = history.HEADER + '\n' + history.format_line(minute(0)) + '\n'
+    path.write_text(whole + history.format_line(minute(1))[:9])
+    with pytest.raises(history.HistoryFormatError, match='cut short'):
+        history.read(str(path))
+    with caplog.at_level(logging.WARNING):
+        kept = HistoryFile(str(path), days=1)
+    assert 'last line was cut short' in caplog.text
+    assert path.read_text() == whole
+    kept.append(minute(1))
+    assert history.read(str(path)).minutes == [minute(0), minute(1)]
 
 
 def test_binary_garbage_is_set_aside(tmp_path, caplog):
@@ -94,4 +104,6 @@ def test_binary_garbage_is_set_aside(tmp_path, caplog):
     path.write_bytes(b'\xff\xfe\x00garbage')
     with caplog.at_level(logging.WARNING):
         kept = HistoryFile(str(path), days=1)
-    assert len(kept.history) == 0 and 'unusable' in caplog.text
+    assert 'unusable' in caplog.text
+    kept.append(minute(0))
+    assert history.read(str(path)).minutes == [minute(0)]
