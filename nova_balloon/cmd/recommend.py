@@ -275,11 +275,11 @@ def render(rec: Recommendation) -> str:
 WINDOW_UNITS_S = {'d': 86400, 'h': 3600, 'm': 60}
 
 
-def parse_window(text: str) -> float:
-    """'7d', '12h', '90m' to seconds; ValueError that names the problem."""
+def parse_window(text: str, source: str = '--window') -> float:
+    """'7d', '12h', '90m' to seconds; ValueError that names the problem and its source."""
     match = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([dhm])\s*', text)
     if not match or float(match.group(1)) <= 0:
-        raise ValueError(f'--window must be a positive number followed by d, h or m '
+        raise ValueError(f'{source} must be a positive number followed by d, h or m '
                          f'(7d, 12h, 90m), not {text!r}')
     return float(match.group(1)) * WINDOW_UNITS_S[match.group(2)]
 
@@ -338,7 +338,8 @@ def run(args: argparse.Namespace) -> int:
               '--reserved-host-memory-mb 0 or more')
         return 2
     try:
-        window_s = parse_window(args.window or CONF.capacity.advice_window)
+        window_s = parse_window(args.window) if args.window else \
+            parse_window(CONF.capacity.advice_window, '[capacity] advice_window')
         risk = parse_risk(args.risk or str(CONF.capacity.advice_risk_percent))
     except ValueError as exc:
         print(f'recommend: {exc}')

@@ -286,6 +286,19 @@ def test_run_rejects_bad_options_before_reading_libvirt(fake_libvirt, capsys, op
     assert capsys.readouterr().out.strip() == f'recommend: {message}'
 
 
+def test_a_bad_window_in_the_config_is_named(fake_libvirt, capsys):
+    from nova_balloon.conf import CONF
+
+    CONF.set_override('advice_window', 'a week', group='capacity')
+    try:
+        assert rec_cmd.run(cli_args()) == 2
+    finally:
+        CONF.clear_override('advice_window', group='capacity')
+    assert capsys.readouterr().out.strip() == (
+        "recommend: [capacity] advice_window must be a positive number followed by d, h or "
+        "m (7d, 12h, 90m), not 'a week'")
+
+
 def test_run_prints_the_history_figure(fake_libvirt, capsys, tmp_path, monkeypatch):
     now = 28_333_333 * 60.0
     monkeypatch.setattr(rec_cmd.time, 'time', lambda: now)
