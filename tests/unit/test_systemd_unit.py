@@ -52,3 +52,14 @@ def test_systemd_accepts_it(tmp_path):
     result = subprocess.run(['systemd-analyze', 'verify', str(unit)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_files_kept_across_reboots_have_a_directory_the_agent_may_write():
+    from nova_balloon.conf import capacity, placement_ratio
+    service = _unit()['Service']
+    # systemd creates /var/lib/<StateDirectory> owned by User=.
+    state_dir = f"/var/lib/{service['StateDirectory']}/"
+    defaults = [opt.default for module in (capacity, placement_ratio)
+                for opts in module.list_opts().values() for opt in opts
+                if isinstance(opt.default, str) and opt.default.startswith('/var/lib/')]
+    assert defaults and all(path.startswith(state_dir) for path in defaults), defaults
