@@ -69,6 +69,8 @@ POLICY = 'adaptive'
 # Uncounted controller time before each judged day.
 WARMUP_S = 3600
 SIZES_GIB = (128, 256, 512, 1024)
+# No flavor is larger than this share of a host: 1 / 4.
+LARGEST_FLAVOR_SHARE = 4
 STATIC_RATIOS = (2.0, 3.0)
 GRID_STEP = 0.01
 # The hindsight scan stops at a ratio whose risk is this many times the stated one.
@@ -105,10 +107,11 @@ def ram_mb(vm: trace.VmTrace) -> int:
 
 def build_cloud(traces: Sequence[trace.VmTrace], copies: int, host_mb: int, reserved_mb: int,
                 seed: int, overcommit: float) -> tuple[Cloud, list[str]]:
-    """Every VM with RAM that fits a host, ``copies`` times, in a seeded arrival order."""
+    """Every VM with RAM of at most a quarter of a host, ``copies`` times, in a seeded
+    arrival order (a cloud puts its largest flavors on hosts of their own)."""
     kept, dropped = [], []
     for vm in traces:
-        if 0 < ram_mb(vm) <= host_mb - reserved_mb:
+        if 0 < ram_mb(vm) <= (host_mb - reserved_mb) // LARGEST_FLAVOR_SHARE:
             kept.append(vm)
         else:
             dropped.append(f'{vm.vm} ({ram_mb(vm)} MiB)')
@@ -309,7 +312,12 @@ def _job(args: argparse.Namespace, guests: list[int], start_s: int, end_s: int,
          compression: float, warmup_s: int = 0) -> HostRun:
     cloud, _ = build_cloud(_traces(args.trace), args.copies, args.host_gib * 1024,
                            args.reserved_mb, args.seed, args.overcommit)
-    return simulate_host(cloud, guests, start_s, end_s, compression, warmup_s)
+    started = time.monotonic()
+    done = simulate_host(cloud, guests, start_s, end_s, compression, warmup_s)
+    print(f'  {len(guests)} guests from {time.strftime("%m-%d", time.gmtime(start_s))}, '
+          f'{(end_s - start_s) / DAY_S:g} days x{compression:g}: '
+          f'{time.monotonic() - started:.0f} s', file=sys.stderr, flush=True)
+    return done
 
 
 def judged_days(cloud: Cloud, count: int, seed: int) -> list[int]:
@@ -411,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--judge-hosts', type=int, default=2,
                         help='full hosts per ratio run by the controller on the judged days '
                              '(default %(default)s)')
-    parser.add_argument('--judge-days', type=int, default=3,
+    parser.add_argument('--judge-days', type=int, default=2,
                         help='days of the later weeks (at random) on which those hosts run, '
                              'in real time (default %(default)s)')
     parser.add_argument('--seed', type=int, default=1)
@@ -450,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         static = {r: judge(r) for r in (1.0, *STATIC_RATIOS)}
         train_runs = [f.result() for f in training]
         learned = advice.advise_pooled([r.minutes for r in train_runs], TRAIN_S, risk)
+        print(f'advice from training: {learned.ratio} ({learned.reason}); hindsight best '
+              f'{hindsight}', file=sys.stderr, flush=True)
         later = {}
         if learned.ratio is not None:
             later['advised'] = (learned.ratio, judge(learned.ratio))
@@ -485,10 +495,11 @@ def report(args: argparse.Namespace, cloud: Cloud, dropped: list[str],
         f'Written by `.venv/bin/python benchmarks/cloud_simulation.py{_flags(args)}` in '
         f'{elapsed / 60:.1f} min ({args.jobs} processes).', '',
         '## The cloud', '',
-        f'- Trace `{Path(args.trace).name}`: {len(cloud.traces)} VMs with RAM that fits a host, '
-        f'{args.copies} copies of each = {len(cloud.guest_vm)} guests, {ram / 1024:.0f} GiB of '
-        f'flavor RAM. Left out: {", ".join(dropped) or "none"} (no RAM in the trace, or more '
-        f'than a host).',
+        f'- Trace `{Path(args.trace).name}`: {len(cloud.traces)} VMs with RAM and at most a '
+        f'quarter of a host, {args.copies} copies of each = {len(cloud.guest_vm)} guests, '
+        f'{ram / 1024:.0f} GiB of flavor RAM. Left out: {", ".join(dropped) or "none"} (no RAM '
+        f'in the trace, or more than a quarter of a host: a cloud puts its largest flavors '
+        f'on hosts of their own).',
         f'- Flavors: each VM\'s provisioned memory as flavor RAM, `balloon:overcommit_ratio` '
         f'{cloud.overcommit:g}, `balloon:min_memory_mb` 0. Why: these VMs use a median '
         f'6.6 % of their RAM (the simulator adds 5 % for the kernel), and a guest never goes '
@@ -594,7 +605,7 @@ def _flags(args: argparse.Namespace) -> str:
 
 DEFAULTS = {'overcommit': OVERCOMMIT, 'copies': 8, 'host_gib': 512, 'reserved_mb': 512,
             'risk': 0.1, 'train_compression': 5.0, 'train_hosts': 6, 'judge_hosts': 2,
-            'judge_days': 3, 'seed': 1, 'jobs': 2}
+            'judge_days': 2, 'seed': 1, 'jobs': 2}
 
 
 if __name__ == '__main__':
