@@ -10,7 +10,7 @@ writes it to ``results/agent-cost.md``.
 Simulated runs come in two modes, which take turns: ``plain`` (the Controller
 alone) and ``observed``, with what the agent runs after each cycle when its
 metrics and notifications are on (``Exporter.observe`` and
-``Notifier.cycle``, on oslo.messaging's in-memory ``fake:/`` transport) and a
+``Notifier.cycle``, with oslo.messaging's ``log`` driver) and a
 scrape rendered every ``SIM_SCRAPE_INTERVAL_S`` simulated seconds, timed
 apart from the cycles (the agent renders scrapes on its HTTP thread).
 
@@ -195,22 +195,30 @@ class Observers:
     """What BalloonAgent.run_cycle does after each cycle with metrics and notifications on.
 
     The exporter serves no HTTP here: ``scrape`` renders what a scrape sends.
-    Notifications go through oslo.messaging's messagingv2 driver to its
-    in-memory ``fake:/`` transport, from the notifier's own thread.
+    Notifications go through oslo.messaging's ``log`` driver, from the
+    notifier's own thread: each one serialized as for a broker and written to
+    the run's log file (a broker's in-memory stand-in, ``fake:/``, would keep
+    every message and inflate the RSS). ``metrics_mib`` is the resident memory
+    that importing and starting the exporter took.
     """
 
     def __init__(self, conf: cfg.ConfigOpts):
+        from nova_balloon.safety import SafetyLimits
+
+        before = rss_mib()
+        from nova_balloon.metrics.exporter import Exporter
+        metrics_imported = rss_mib() - before
+
         import oslo_messaging.opts
 
-        from nova_balloon.metrics.exporter import Exporter
         from nova_balloon.notifications import Notifier
-        from nova_balloon.safety import SafetyLimits
 
         for group, opts in oslo_messaging.opts.list_opts():
             conf.register_opts(opts, group=group)
-        conf.set_override('transport_url', 'fake:/')
-        conf.set_override('driver', ['messagingv2'], group='oslo_messaging_notifications')
+        conf.set_override('driver', ['log'], group='oslo_messaging_notifications')
+        before = rss_mib()
         self.metrics = Exporter(SafetyLimits.from_conf(conf.balloon))
+        self.metrics_mib = metrics_imported + rss_mib() - before
         self.notifier = Notifier(conf)
         assert self.notifier.enabled
 
@@ -241,14 +249,17 @@ def simulated_run(guests: int, seed: int, log_dir: str, mode: str = 'plain') -> 
     observers = Observers(conf) if mode == 'observed' else None
     observers_mib = rss_mib() - rss_without
     cycle_ms, new_targets, scrape_ms, scrape_bytes = [], [], [], 0
-    metrics_ms, notify_ms = [], []
+    metrics_ms, notify_ms, scrape_mib = [], [], 0.0
     for second in range(1, (WARMUP_CYCLES + CYCLES) * SIM_INTERVAL_S):
         node.step()
         timed = second // SIM_INTERVAL_S >= WARMUP_CYCLES
         if observers is not None and timed and second % SIM_SCRAPE_INTERVAL_S == 0:
-            started = time.perf_counter()
-            scrape_bytes = len(observers.scrape())
+            resident, started = rss_mib(), time.perf_counter()
+            scrape = observers.scrape()
             scrape_ms.append((time.perf_counter() - started) * 1000)
+            # Python keeps the memory a scrape freed: what it reached stays resident.
+            scrape_mib, scrape_bytes = max(scrape_mib, rss_mib() - resident), len(scrape)
+            del scrape
         if second % SIM_INTERVAL_S != SIM_INTERVAL_S // 2:
             continue
         started = time.perf_counter()
@@ -267,7 +278,9 @@ def simulated_run(guests: int, seed: int, log_dir: str, mode: str = 'plain') -> 
     return {'cycle_ms': cycle_ms, 'new_targets': new_targets, 'rss_before_mib': rss_before,
             'peak_rss_mib': peak_rss_mib(), 'demand_mib': demand_bytes / 2**20,
             'scrape_ms': scrape_ms, 'scrape_kib': scrape_bytes / 1024,
-            'metrics_ms': metrics_ms, 'notify_ms': notify_ms, 'observers_mib': observers_mib}
+            'metrics_ms': metrics_ms, 'notify_ms': notify_ms, 'observers_mib': observers_mib,
+            'metrics_mib': observers.metrics_mib if observers is not None else 0.0,
+            'scrape_mib': scrape_mib}
 
 
 def simulated(sizes: Sequence[int], repeats: int, seed: int, log_dir: str,
@@ -325,7 +338,12 @@ def simulated(sizes: Sequence[int], repeats: int, seed: int, log_dir: str,
                     Row(f'{label}: of which Notifier.cycle (median)',
                         f'{statistics.median(notify_ms):.2f} ms (p95 {p95(notify_ms):.2f})'),
                     Row(f'{label}: RSS of importing and starting them',
-                        f'{statistics.median(run["observers_mib"] for run in mode_runs):.1f} MiB')]
+                        f'{statistics.median(run["observers_mib"] for run in mode_runs):.1f} MiB '
+                        f'(the exporter '
+                        f'{statistics.median(run["metrics_mib"] for run in mode_runs):.1f}, the '
+                        'notifier the rest)'),
+                    Row(f'{label}: RSS a scrape adds (largest)',
+                        f'{max(run["scrape_mib"] for run in mode_runs):.1f} MiB')]
                 scrape_ms = [ms for run in mode_runs for ms in run['scrape_ms']]
                 rows.append(Row(f'{label}: a scrape rendered (median)',
                                 f'{statistics.median(scrape_ms):.2f} ms (p95 '
@@ -537,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         'those of the shared spec `agent-cost.md`. Simulated cycles run the agent\'s Controller '
         'and default policy, logging at INFO to a file; the observed ones add, after each '
         'cycle, what the agent runs with `[metrics] listen` and notifications on '
-        '(`Exporter.observe`, `Notifier.cycle` with oslo.messaging\'s messagingv2 driver on its '
-        'in-memory `fake:/` transport, sending from its own thread), and a scrape rendered '
+        '(`Exporter.observe`, `Notifier.cycle` with oslo.messaging\'s `log` driver, sending '
+        'from its own thread into the run\'s log file), and a scrape rendered '
         f'every {SIM_SCRAPE_INTERVAL_S} simulated seconds between cycles, timed apart: the '
         'agent renders scrapes on its HTTP thread. Real cycles run the LibvirtDriver on '
         f'nbcost-* TCG guests ({REAL_MEMORY_MIB} MiB, ratio 2.0) that use and free memory at '
