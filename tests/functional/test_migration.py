@@ -127,9 +127,12 @@ class Migration:
         finally:
             with contextlib.suppress(libvirt.libvirtError):
                 dom.destroy()
-            self.console_path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                Path(self._sock_dir).rmdir()
+            self.remove_console()
+
+    def remove_console(self) -> None:
+        self.console_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(self._sock_dir).rmdir()
 
 
 def dest_balloon_mib(dom: libvirt.virDomain) -> int:
@@ -207,6 +210,7 @@ def test_aborted_migration_gives_the_guest_back_within_a_cycle(
         # the source gets no event for it.
         guest.dom.abortJob()
         migration.wait(30)
+        migration.remove_console()
         assert migration.error is not None and "cancel" in str(migration.error)
         cycles = agent.state()["cycles"]
         wait_until(lambda: MIGRATING not in agent_reason(agent, guest.name), 10,
