@@ -83,9 +83,14 @@ def _restore(args: argparse.Namespace) -> int:
             print(f'{len(samples)} guests are named {args.instance!r}; give a UUID: '
                   + ', '.join(s.facts.uuid for s in samples))
             return 1
+    # The targets the last agent set: a shrink it ordered just before it
+    # stopped may still be under way.
+    targets = {uuid: remembered.target_kib for uuid, remembered
+               in state.adopted_memory(state.read(CONF.balloon.state_file)).items()}
     owed: list[GuestSample] = []
     for sample in samples:
-        why_not = cycle.owes_memory(sample, CONF.balloon.manage_unmanaged_guests)
+        why_not = cycle.owes_memory(sample, CONF.balloon.manage_unmanaged_guests,
+                                    targets.get(sample.facts.uuid))
         if why_not is None:
             owed.append(sample)
         elif args.instance:

@@ -51,19 +51,24 @@ class CycleReport:
     failure: str | None = None
 
 
-def owes_memory(sample: GuestSample, manage_unmanaged_guests: bool) -> str | None:
+def owes_memory(sample: GuestSample, manage_unmanaged_guests: bool,
+                target_kib: int | None = None) -> str | None:
     """Why the guest is not owed its memory back now, or None when it is.
 
-    From live state alone: a running guest with a balloon below its ceiling
-    is owed, whoever shrank it (this agent, an earlier one, or the source
-    host of a migration). Guests that are migrating or in post-copy are not
-    touched, nor guests outside Nova unless the agent manages them.
+    From live state: a running guest with a balloon below its ceiling is
+    owed, whoever shrank it (this agent, an earlier one, or the source host
+    of a migration). So is one whose balloon is still at its ceiling but
+    which the agent last set to a lower ``target_kib``: a shrink ordered
+    just before a stop is still under way, and would settle below the
+    ceiling with no agent left. Guests that are migrating or in post-copy are
+    not touched, nor guests outside Nova unless the agent manages them.
     """
     facts = sample.facts
     actual = sample.stats.actual_kib
     if actual is None:
         return facts.unballoonable or 'no balloon size reported'
-    if actual >= facts.max_memory_kib - SETTLE_TOLERANCE_KIB:
+    full = facts.max_memory_kib - SETTLE_TOLERANCE_KIB
+    if actual >= full and (target_kib is None or target_kib >= full):
         return 'at its full memory'
     if sample.run_state is not RunState.RUNNING:
         return f'not running ({sample.run_state.value})'
@@ -372,6 +377,10 @@ class Controller:
             LOG.info('Balloon stats period %s -> %d s for %d guest(s): %s', before or 'none',
                      period, len(guests), ', '.join(guests))
 
+    def _target_of(self, uuid: str) -> int | None:
+        remembered = self.memory.get(uuid)
+        return remembered.target_kib if remembered is not None else None
+
     def restore_all(self, rate_mb_s: int, deadline: float | None = None,
                     why: str = 'on stop') -> dict[str, int]:
         """Give every guest that is owed memory its full memory back, paced.
@@ -388,7 +397,8 @@ class Controller:
                 LOG.warning('Cannot restore guests %s, hypervisor unreachable: %s', why, exc)
                 return {}
             owed = [s for s in collection.samples
-                    if owes_memory(s, self.settings.manage_unmanaged_guests) is None]
+                    if owes_memory(s, self.settings.manage_unmanaged_guests,
+                                   self._target_of(s.facts.uuid)) is None]
             LOG.info('Restoring %d guest(s) below their full memory (%s MiB in all) %s, at '
                      '%d MiB/s', len(owed),
                      mib(sum(s.facts.max_memory_kib - (s.stats.actual_kib or 0)

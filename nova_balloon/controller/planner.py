@@ -379,10 +379,12 @@ def new_run(sample: GuestSample, remembered: GuestMemory) -> bool:
 def _new_run_decision(item: Classified) -> Decision:
     """A guest the agent had shrunk starts its new run with its full memory.
 
-    A guest booting needs its memory now, and its old target may live on in
-    QEMU (a reboot inside the guest) or in the XML it was started from (a
-    managed save, a migration): the agent gives it all back and reclaims
-    again from what the new run shows.
+    A guest booting needs its memory now, and after a reboot inside the guest
+    its old target lives on in QEMU: the agent gives it all back and reclaims
+    again from what the new run shows. (A guest missing from a collection,
+    as during a managed save, is forgotten instead: when it comes back, from
+    its saved live XML, it is managed from what it has, as a guest that
+    arrives by migration is.)
     """
     facts = item.sample.facts
     return Decision(facts.uuid, facts.name, Action.GROW, facts.max_memory_kib,

@@ -13,7 +13,7 @@ import pytest
 from oslo_config import cfg
 
 from nova_balloon.controller.cycle import Controller, Pacer, owes_memory
-from nova_balloon.controller.planner import Settings
+from nova_balloon.controller.planner import GuestMemory, Settings
 from nova_balloon.flavor_policy import PolicyDefaults, PolicyFile
 from nova_balloon.model import (
     BalloonStats,
@@ -141,6 +141,19 @@ def test_owed_memory_comes_from_live_state():
     assert 'migrating' in owes_memory(sample('a', 2 * GiB, GiB, RunState.MIGRATING), False)
     assert 'Nova' in owes_memory(sample('a', 2 * GiB, GiB, nova=False), False)
     assert owes_memory(sample('a', 2 * GiB, GiB, nova=False), True) is None
+
+
+def test_a_shrink_still_under_way_is_owed() -> None:
+    # The agent set 3 GiB a moment before it stopped; libvirt still reports
+    # the full 4 GiB, and the balloon would settle at 3 GiB with no agent left.
+    assert owes_memory(sample('a', 4 * GiB, GiB), False, target_kib=3 * GiB) is None
+    assert owes_memory(sample('a', 4 * GiB, GiB), False,
+                       target_kib=4 * GiB) == 'at its full memory'
+    driver = RecordingDriver([sample('a', 4 * GiB, GiB)])
+    controller = Controller(driver, BrokenPolicy(), SETTINGS, PolicyFile(None),
+                            dry_run=False)
+    controller.memory['a'] = GuestMemory(3 * GiB, 4 * GiB, True)
+    assert controller.restore_all(1 << 20) == {'a': 4 * GiB}
 
 
 def test_restore_all_is_paced_neediest_first_and_covers_guests_it_never_shrank():
