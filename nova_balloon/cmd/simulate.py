@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     scenario = simulation.SCENARIOS[args.scenario]
     node = simulation.build_node(traces, scenario, args.hours, simulation.simulation_conf())
     watch = simulation.watched_guests(node)
-    results = [simulation.run_policy(node, name, watch=watch) for name in names]
+    results = [simulation.run_policy(node, name, watch=watch, host_model=args.host_model)
+               for name in names]
     if args.format == 'json':
         print(json.dumps({r.policy: r.metrics.as_dict() for r in results}, indent=2))
     else:
@@ -89,6 +90,10 @@ def add_parser(subparsers: Any) -> None:
                         help='the first N VMs of the trace (default 60)')
     parser.add_argument('--hours', type=_positive(float), default=24.0,
                         help='hours of trace time to replay (default 24)')
+    parser.add_argument('--host-model', choices=('v1', 'v2'), default='v1',
+                        help='v1: a guest occupies its balloon size on the host; v2: '
+                             "Nova 34's free page reporting, a guest occupies its RSS "
+                             '(use plus page cache) (default v1)')
     parser.add_argument('--plot', metavar='FILE.png',
                         help='also draw host memory and a few guests over time')
     parser.add_argument('--format', choices=('table', 'json'), default='table')

@@ -211,6 +211,77 @@ def test_targets_outside_the_guest_and_unknown_guests_fail():
     assert hv.target_changes == 1
 
 
+# -- host model v2: free page reporting and page cache ---------------------------------
+
+def v2_node(demand_mib: Sequence[Sequence[float]], start_mib: Sequence[float],
+            host_mib: int = 10240, fill_mib: float = 100) -> SimulatedHypervisor:
+    demand = np.array(demand_mib, dtype=float) * MiB
+    guests = [facts(f'g{i}', 4096, 1) for i in range(demand.shape[1])]
+    return SimulatedHypervisor(guests, demand, host_mib * MiB,
+                               np.array(start_mib, dtype=float) * MiB, host_model='v2',
+                               cache_fill_kib_s=fill_mib * MiB)
+
+
+def test_v2_cache_fills_within_the_balloon_and_is_dropped_first():
+    # One guest, balloon 1000 MiB, demand 600 then 900 MiB; cache fills 100 MiB/s.
+    hv = v2_node([[600], [600], [600], [600], [600], [900]], [1000])
+    for _ in range(4):
+        hv.step()
+    # 4 s x 100 MiB, but never more than A - D = 400 MiB.
+    assert hv.cache[0] == 400 * MiB
+    assert hv.resident()[0] == 1000 * MiB
+    hv.step()  # demand 900: the cache shrinks to the 100 MiB left
+    assert hv.cache[0] == 100 * MiB and hv.resident()[0] == 1000 * MiB
+
+
+def test_v2_host_sees_only_resident_memory_and_guests_report_it():
+    # Demand 300 MiB, balloon 2000 MiB: after 2 s of 100 MiB/s cache, RSS 500 MiB.
+    hv = v2_node([[300], [300], [300]], [2000], host_mib=3000)
+    hv.step()
+    hv.step()
+    collection = hv.collect()
+    assert collection.host_available_kib == (3000 - 500) * MiB
+    [sample] = collection.samples
+    assert sample.stats.rss_kib == 500 * MiB
+    # MemAvailable counts the cache; MemFree does not.
+    assert (sample.stats.usable_kib, sample.stats.unused_kib) == (1700 * MiB, 1500 * MiB)
+
+
+def test_v2_balloon_inflation_drops_cache_not_use():
+    hv = v2_node([[300]] * 5, [2000])
+    hv.step()
+    hv.step()  # cache 200 MiB
+    hv.set_target('g0', 400 * MiB)
+    hv.step()  # the balloon inflates by 256 MiB a second: 1744 MiB
+    hv.step()  # 1488 MiB
+    assert hv.actual[0] == 1488 * MiB
+    assert hv.cache[0] == 400 * MiB  # filled meanwhile, still within A - D
+
+
+def test_v1_is_the_default_and_counts_balloon_sizes():
+    hv = node([[300], [300]], [2000], host_mib=3000)
+    hv.step()
+    assert hv.collect().host_available_kib == 1000 * MiB
+    assert hv.collect().samples[0].stats.rss_kib is None
+
+
+def test_unknown_host_model_is_refused():
+    with pytest.raises(ValueError, match="host model 'v3'"):
+        SimulatedHypervisor([facts('g0', 4096, 10)], np.zeros((1, 1)), MiB, np.array([MiB]),
+                            host_model='v3')
+
+
+def test_metrics_judge_overflow_on_resident_memory_when_given():
+    # Balloons 1500 MiB over a 1200 MiB host, but the guests occupy only 900.
+    actual = np.array([[750, 750]]) * MiB
+    figures = metrics.measure(np.array([[300, 300]]) * MiB, actual,
+                              np.array([1000, 1000]) * MiB, np.zeros(2), 1200 * MiB, 0,
+                              resident_kib=np.array([900.0]) * MiB)
+    assert figures.host_overflow == 0
+    assert figures.reclaimed == pytest.approx(500 / 2000)
+    assert figures.host_saved == pytest.approx(1100 / 2000)
+
+
 # -- metrics -------------------------------------------------------------------------
 
 def test_metrics_by_hand():
@@ -241,8 +312,8 @@ def test_overflow_of_one_mib_or_less_is_not_counted():
 
 
 def test_table_marks_the_best_of_each_metric():
-    better = metrics.Metrics(0.5, 0.001, 0.01, 0.0, 0.0, 3.0, 0.0)
-    worse = metrics.Metrics(0.4, 0.002, 0.02, 0.1, 5.0, 1.0, 0.0)
+    better = metrics.Metrics(0.5, 0.001, 0.01, 0.0, 0.0, 3.0, 0.0, 0.5)
+    worse = metrics.Metrics(0.4, 0.002, 0.02, 0.1, 5.0, 1.0, 0.0, 0.4)
     text = metrics.table({'a': better, 'b': worse})
     rows = {line.split('|')[1].strip(): line for line in text.splitlines()[2:]}
     assert '50.00 *' in rows['reclaimed (% of flavor RAM)']

@@ -34,6 +34,7 @@ METRICS = (
     Metric('pressure', 'pressure (% of guest-time)', False, 3),
     Metric('host_overflow', 'host_overflow (% of time)', False, 3),
     Metric('host_overflow_mib', 'host_overflow (mean MiB over H)', False, None),
+    Metric('host_saved', 'host_saved (% of flavor RAM)', True, 2),
     Metric('ops', 'ops (target changes per guest-hour)', False, None),
     Metric('unavoidable', 'unavoidable (% of flavor RAM)', None, 4),
 )
@@ -48,19 +49,28 @@ class Metrics:
     host_overflow_mib: float
     ops: float
     unavoidable: float
+    # What the host actually has back: flavor RAM less what the guests
+    # occupy (their balloons under host model v1, their RSS under v2).
+    host_saved: float
 
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 
 
 def measure(demand_kib: np.ndarray, actual_kib: np.ndarray, ceiling_kib: np.ndarray,
-            floor_kib: np.ndarray, host_total_kib: float, target_changes: int) -> Metrics:
-    """The run's figures from its per-second record (shape (seconds, guests))."""
+            floor_kib: np.ndarray, host_total_kib: float, target_changes: int,
+            resident_kib: np.ndarray | None = None) -> Metrics:
+    """The run's figures from its per-second record (shape (seconds, guests)).
+
+    ``resident_kib``: per second, what the guests occupy on the host in all,
+    when it is not their balloon sizes (host model v2): the host overflows on it.
+    """
     seconds, guests = actual_kib.shape
     flavor_ram = float(ceiling_kib.sum())
     short = np.maximum(demand_kib - actual_kib, 0.0)
     used = actual_kib.sum(axis=1)
-    over = used - host_total_kib
+    occupied = used if resident_kib is None else resident_kib
+    over = occupied - host_total_kib
     needed = np.maximum(demand_kib, floor_kib).sum(axis=1)
     return Metrics(
         reclaimed=float(np.mean(flavor_ram - used)) / flavor_ram,
@@ -70,6 +80,7 @@ def measure(demand_kib: np.ndarray, actual_kib: np.ndarray, ceiling_kib: np.ndar
         host_overflow_mib=float(np.mean(np.maximum(over, 0.0))) / KIB_PER_MIB,
         ops=target_changes / (guests * seconds / SECONDS_PER_HOUR),
         unavoidable=float(np.mean(np.maximum(needed - host_total_kib, 0.0))) / flavor_ram,
+        host_saved=float(np.mean(flavor_ram - occupied)) / flavor_ram,
     )
 
 

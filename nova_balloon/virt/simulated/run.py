@@ -157,17 +157,24 @@ def watched_guests(node: Node, count: int = 3) -> list[int]:
 
 
 def run_policy(node: Node, policy_name: str, overrides: Mapping[str, Any] | None = None,
-               watch: Sequence[int] = ()) -> RunResult:
-    """Simulate the node under one policy from start to end of its demand."""
+               watch: Sequence[int] = (), host_model: str = 'v1',
+               start_full: bool = False) -> RunResult:
+    """Simulate the node under one policy from start to end of its demand.
+
+    ``start_full``: every guest starts at its flavor's memory, as Nova boots
+    it, rather than at the share of it that fits the host.
+    """
     conf = simulation_conf(overrides)
     settings = planner.Settings.from_conf(conf.balloon)
     hypervisor = SimulatedHypervisor(node.facts, node.demand_kib, node.host_total_kib,
-                                     node.initial_kib)
+                                     node.ceiling_kib if start_full else node.initial_kib,
+                                     host_model=host_model)
     controller = Controller(hypervisor, policies.load(policy_name, conf), settings,
                             flavor_policy.PolicyFile(None), dry_run=False,
                             clock=hypervisor.now)
     steps = hypervisor.steps
     actual = np.empty((steps, len(node.facts)))
+    resident = np.empty(steps)
     watch = list(watch)
     targets = np.empty((steps, len(watch)))
     controller_second = settings.interval_s // 2
@@ -177,10 +184,12 @@ def run_policy(node: Node, policy_name: str, overrides: Mapping[str, Any] | None
         if second % settings.interval_s == controller_second:
             controller.run_cycle()
         actual[second] = hypervisor.actual
+        resident[second] = hypervisor.resident().sum()
         targets[second] = hypervisor.target[watch]
     figures = metrics.measure(node.demand_kib, actual, node.ceiling_kib, node.floor_kib,
-                              node.host_total_kib, hypervisor.target_changes)
+                              node.host_total_kib, hypervisor.target_changes,
+                              resident_kib=resident if host_model == 'v2' else None)
     return RunResult(
-        policy_name, figures, node.host_total_kib, actual.sum(axis=1),
+        policy_name, figures, node.host_total_kib, resident,
         [Watched(node.facts[i].name, node.demand_kib[:, i], actual[:, i], targets[:, column])
          for column, i in enumerate(watch)])
