@@ -333,7 +333,9 @@ def as_dict(rec: Recommendation) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.samples < 1 or args.reserved_host_memory_mb < 0 or args.interval < 0:
+    reserved_mb = CONF.reserved_host_memory_mb if args.reserved_mb is None else \
+        args.reserved_mb
+    if args.samples < 1 or reserved_mb < 0 or args.interval < 0:
         print('recommend: --samples must be 1 or more, --interval and '
               '--reserved-host-memory-mb 0 or more')
         return 2
@@ -346,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         total_mb, guests = observe(args.samples, args.interval)
-        rec = recommend(total_mb, args.reserved_host_memory_mb, guests)
+        rec = recommend(total_mb, reserved_mb, guests)
     except DriverUnavailable as exc:
         print(f'libvirt: unreachable: {exc}')
         return 1
@@ -367,10 +369,12 @@ def add_parser(subparsers: Any) -> None:
         'recommend',
         help="Recommend this host's ram_allocation_ratio from its guests' flavor policies "
              'and observed demand.')
-    parser.add_argument('--reserved-host-memory-mb', type=int,
-                        default=NOVA_RESERVED_HOST_MEMORY_MB,
+    # Not dest reserved_host_memory_mb: oslo.config's namespace would take it
+    # for the [DEFAULT] option of that name and refuse it as a duplicate.
+    parser.add_argument('--reserved-host-memory-mb', type=int, dest='reserved_mb',
                         help="This host's [DEFAULT] reserved_host_memory_mb in nova.conf "
-                             '(default: %(default)s, as Nova).')
+                             "(default: the config files' value, else "
+                             f'{NOVA_RESERVED_HOST_MEMORY_MB} as Nova).')
     parser.add_argument('--samples', type=int, default=1,
                         help='Collections to take; each guest counts with its highest '
                              'demand (default: %(default)s).')

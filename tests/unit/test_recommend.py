@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 from hypothesis import given
@@ -200,7 +203,7 @@ def test_observe_takes_peak_demand_and_the_agents_classification(fake_libvirt):
 
 def cli_args(**options) -> argparse.Namespace:
     """recommend's arguments, as argparse gives them with the defaults."""
-    values = dict(samples=1, interval=0.0, reserved_host_memory_mb=512, format='table',
+    values = dict(samples=1, interval=0.0, reserved_mb=512, format='table',
                   window=None, risk=None, history_file='/nonexistent/capacity-history')
     return argparse.Namespace(**{**values, **options})
 
@@ -346,3 +349,29 @@ def test_run_with_a_corrupt_history(fake_libvirt, capsys, tmp_path):
     assert rec_cmd.run(cli_args(history_file=str(tmp_path / 'h'))) == 0
     assert 'unreadable: not a nova-balloon capacity history (header missing)' in \
         capsys.readouterr().out
+
+
+def run_cli(tmp_path, *argv: str) -> subprocess.CompletedProcess:
+    """The real command in a child process, on libvirt's own test driver
+    (test:///default: a real libvirt with one guest outside Nova, no daemon)."""
+    conf = tmp_path / 'recommend.conf'
+    conf.write_text('[libvirt]\nconnection_uri = test:///default\n'
+                    f'[capacity]\nhistory_file = {tmp_path / "h"}\n')
+    code = ('from nova_balloon.cmd import cli\n'
+            f'cli.main(["--config-file", {str(conf)!r}, "recommend", *{list(argv)!r}])\n')
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_command_reads_the_history_and_its_options(tmp_path):
+    write_history(tmp_path / 'h', 1440, time.time())
+    out = run_cli(tmp_path, '--window', '1d', '--risk', '0.5', '--reserved-host-memory-mb',
+                  '1024')
+    assert out.returncode == 0, out.stderr
+    assert '  - reserved_host_memory_mb              1024' in out.stdout
+    # 14 or 15 minutes at q = 2.0 (the first may fall just outside the window); at
+    # 0.5 %, 7 may be short: the 8th smallest q is 2.0.
+    assert 'History supports ram_allocation_ratio = 2.00' in out.stdout
+    bad = run_cli(tmp_path, '--risk', '0.1 percent')
+    assert bad.returncode == 2
+    assert "recommend: --risk is a percentage of minutes above 0" in bad.stdout
