@@ -209,7 +209,7 @@ Host MemAvailable, in MiB, below which the host itself is about to swap or
 kill a guest. Below it the agent says so and reclaims faster: up to four times
 the usual step (``max_shrink_mb_per_cycle``, ``max_shrink_percent_per_cycle``)
 per guest per cycle, still never below a guest's
-floor or its use plus headroom.
+floor or its use plus headroom. 0 turns this off.
 """),
 ]
 

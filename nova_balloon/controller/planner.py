@@ -331,7 +331,7 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
         rows.append((uuid, item, remembered, view, since))
     proposals = policy.propose(host, list(views.values())) if views else {}
 
-    critical = host.free_kib < settings.host_critical_kib
+    critical = 0 < settings.host_critical_kib and host.free_kib < settings.host_critical_kib
     limits = settings.limits
     if critical:
         limits = dataclasses.replace(

@@ -610,6 +610,16 @@ def test_a_critical_host_reclaims_even_under_a_policy_that_never_shrinks():
     assert out.host_critical and out.decisions[0].action is Action.SHRINK
 
 
+def test_host_critical_free_mb_0_turns_critical_mode_off():
+    # Balloons committed beyond the host: its free memory is below zero.
+    stats = BalloonStats(actual_kib=3 * GiB, usable_kib=2 * GiB, last_update=1, rss_kib=1 * GiB)
+    host = dataclasses.replace(HOST, total_kib=2 * GiB, available_kib=1 * GiB)
+    out = plan(host, [sample(stats=stats)], FixedPolicy({}), {},
+               {'u1': mem(3 * GiB, 3 * GiB, True)}, SETTINGS)
+    assert out.host.free_kib < 0
+    assert not out.host_critical and out.decisions[0].action is Action.HOLD
+
+
 def test_statistics_missing_for_a_moment_are_awaited_not_unresponsive():
     # The guest reported statistics 10 s ago (QEMU reports none for a moment
     # after the agent changed its stats period): waiting, never shrunk.
