@@ -89,6 +89,8 @@ class Exporter:
         """After each cycle; ``now`` is the wall-clock time (Unix seconds)."""
         result = values.cycle_result(report)
         errors = values.libvirt_errors(report)
+        # First, so that a scrape that counts the cycle has its duration too.
+        self._duration.observe(report.duration_s)
         with self._lock:
             self._cycles[result] += 1
             for kind, count in errors.items():
@@ -104,7 +106,6 @@ class Exporter:
                 self._plan = report.plan
                 self._last_success = now
                 self._prune(report.plan)
-        self._duration.observe(report.duration_s)
 
     def oom_deflated(self, uuid: str) -> None:
         """A balloon-change event showed the guest deflating its balloon on OOM."""

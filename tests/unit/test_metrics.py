@@ -339,12 +339,15 @@ def test_listen_address_errors_name_the_value(value, says):
     assert says in str(error.value)
 
 
-def agent_conf(listen: str) -> cfg.ConfigOpts:
+def agent_conf(tmp_path: Path, listen: str) -> cfg.ConfigOpts:
+    """The options from a config file: an override would stay on the option group
+    that every ConfigOpts of the process shares."""
+    config = tmp_path / 'agent.conf'
+    config.write_text(f'[metrics]\nlisten = {listen}\n')
     conf = cfg.ConfigOpts()
     balloon.register_opts(conf)
     metrics_conf.register_opts(conf)
-    conf([], default_config_files=[], default_config_dirs=[])
-    conf.set_override('listen', listen, group='metrics')
+    conf(['--config-file', str(config)], default_config_files=[], default_config_dirs=[])
     return conf
 
 
@@ -354,13 +357,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_metrics_are_off_by_default():
-    assert exporter.start(agent_conf('')) is None
+def test_metrics_are_off_by_default(tmp_path):
+    assert exporter.start(agent_conf(tmp_path, '')) is None
 
 
-def test_the_endpoint_serves_over_http():
+def test_the_endpoint_serves_over_http(tmp_path):
     port = free_port()
-    exp = exporter.start(agent_conf(f'127.0.0.1:{port}'))
+    exp = exporter.start(agent_conf(tmp_path, f'127.0.0.1:{port}'))
     assert exp is not None
     try:
         exp.observe(CycleReport(four_guests(), {}, {}, None, 0.01), 1, WALL)
@@ -373,19 +376,19 @@ def test_the_endpoint_serves_over_http():
         exp.close()
 
 
-def test_a_bad_address_stops_the_agent_with_a_clear_message():
+def test_a_bad_address_stops_the_agent_with_a_clear_message(tmp_path):
     with pytest.raises(SystemExit) as stopped:
-        exporter.start(agent_conf('localhost'))
+        exporter.start(agent_conf(tmp_path, 'localhost'))
     assert "[metrics] listen = 'localhost': expected HOST:PORT" in str(stopped.value.code)
 
 
-def test_an_address_in_use_stops_the_agent_with_a_clear_message():
+def test_an_address_in_use_stops_the_agent_with_a_clear_message(tmp_path):
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(SystemExit) as stopped:
-            exporter.start(agent_conf(f'127.0.0.1:{port}'))
+            exporter.start(agent_conf(tmp_path, f'127.0.0.1:{port}'))
     message = str(stopped.value.code)
     assert f'cannot serve metrics on [metrics] listen = 127.0.0.1:{port}' in message
     assert 'Address already in use' in message

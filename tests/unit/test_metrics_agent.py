@@ -69,7 +69,7 @@ def agent(tmp_path: Path) -> Iterator[tuple[BalloonAgent, int]]:
     agent = BalloonAgent(conf)
     agent.start()
     try:
-        assert wait_until(lambda: agent.cycles == 1)
+        assert wait_until(lambda: agent.cycles == 1, 30)
         yield agent, port
     finally:
         agent.stop()
@@ -88,7 +88,7 @@ def test_each_cycle_is_counted_and_an_outage_shows(agent: tuple[BalloonAgent, in
     service, port = agent
     # agent.cycles counts the cycle a moment before the metrics do.
     assert wait_until(lambda: scrape(port)['nova_balloon_cycles_total,'
-                                           'result=libvirt_unreachable'] == 1)
+                                           'result=libvirt_unreachable'] == 1, 30)
     got = scrape(port)
     assert got['nova_balloon_cycles_total,result=libvirt_unreachable'] == 1
     assert got['nova_balloon_libvirt_errors_total,kind=unreachable'] == 1
