@@ -199,7 +199,8 @@ def test_scraped_figures_match_libvirt(boot_guest: BootGuest, tmp_path: Path,
             384 * MIB - mine['nova_balloon_guest_balloon_bytes']
         assert host['nova_balloon_libvirt_calls_total'] > 0
         assert host['nova_balloon_cycle_duration_seconds_count'] >= 1
-        assert 0 <= host['nova_balloon_stats_age_max_seconds'] < 10
+        # Other guests on the host may have older statistics: only a sane figure.
+        assert host['nova_balloon_stats_age_max_seconds'] >= 0
         assert samples['nova_balloon_cycles_total', frozenset({('result', 'planned')})] >= 1
         assert samples['nova_balloon_guests', frozenset({('state', 'ignored')})] >= 1
         if shutil.which('promtool'):
