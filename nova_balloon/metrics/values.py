@@ -16,13 +16,15 @@ from nova_balloon.controller.cycle import CycleReport
 from nova_balloon.controller.planner import Classified, Plan
 from nova_balloon.model import GuestView, RunState
 from nova_balloon.safety import SafetyLimits
+from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 
 
 class GuestState(enum.Enum):
     # Managed, with its headroom free.
     MANAGED = 'managed'
-    # Managed, with less free memory than its headroom, or it just deflated
-    # its balloon on out-of-memory (the safety rules' "short").
+    # Managed and below its full memory, with less free memory than its
+    # headroom, or it just deflated its balloon on out-of-memory (the safety
+    # rules' "short"). At its full memory no balloon can help it: managed.
     SHORT = 'short'
     # Managed, but its balloon does not respond: given its full memory.
     UNRESPONSIVE = 'unresponsive'
@@ -116,6 +118,8 @@ def guest_state(view: GuestView | None, limits: SafetyLimits) -> GuestState:
         return GuestState.IGNORED
     if view.unresponsive is not None:
         return GuestState.UNRESPONSIVE
+    if view.actual_kib >= view.ceiling_kib - SETTLE_TOLERANCE_KIB:
+        return GuestState.MANAGED
     if view.deflated_on_oom or (view.usable_kib is not None
                                 and view.usable_kib < limits.headroom_for(view)):
         return GuestState.SHORT

@@ -144,6 +144,9 @@ def test_state_managed_short_and_unresponsive():
     below = sample('e', actual=3 * GiB, usable=headroom - 1)
     assert values.guest_state(view_of(at_line), LIMITS) is GuestState.MANAGED
     assert values.guest_state(view_of(below), LIMITS) is GuestState.SHORT
+    # At its full memory, no balloon can help a guest short of free memory.
+    full = sample('e', actual=CEILING, usable=headroom - 1)
+    assert values.guest_state(view_of(full), LIMITS) is GuestState.MANAGED
     # Statistics frozen for longer than unresponsive_after (60 s).
     frozen = sample('f', actual=3 * GiB, usable=2 * GiB, age=120.0)
     assert values.guest_state(view_of(frozen), LIMITS) is GuestState.UNRESPONSIVE
