@@ -40,6 +40,9 @@ class Agent:
             f"[libvirt]\nconnection_uri = {connection_uri}\n"
             "[balloon]\n" + "".join(f"{k} = {v}\n" for k, v in general.items())
             + "[adaptive_policy]\n" + "".join(f"{k} = {v}\n" for k, v in policy.items())
+            # What the agent keeps across reboots stays in the test's directory.
+            + f"[capacity]\nhistory_file = {workdir / 'capacity-history'}\n"
+            + f"[placement_ratio]\nstate_file = {workdir / 'placement-ratio.json'}\n"
         )
         self.process = subprocess.Popen(
             [str(BIN / "nova-balloon-agent"), "--config-file", str(self.config_path)],
