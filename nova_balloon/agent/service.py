@@ -92,7 +92,8 @@ class BalloonAgent(service.Service):
         # [placement_ratio]: Placement's MEMORY_MB ratio from the history, in its own thread.
         self.placement_ratio = placement_ratio.start(
             self.conf, self.capacity, self._stopping,
-            self.metrics.registry if self.metrics is not None else None)
+            self.metrics.registry if self.metrics is not None else None,
+            self.notifier.placement_ratio_changed)
 
     def _loop(self) -> None:
         """A cycle every interval, sooner when a guest needs it.

@@ -67,6 +67,7 @@ class EventType(enum.Enum):
     HOST_NORMAL = 'balloon.host.normal'
     AGENT_START = 'balloon.agent.start'
     AGENT_STOP = 'balloon.agent.stop'
+    PLACEMENT_RATIO_CHANGED = 'balloon.placement.ratio_changed'
 
 
 PRIORITIES = {
@@ -144,7 +145,26 @@ class BalloonAgentPayload(NamedTuple):
     VERSION = '1.0'
 
 
-Payload = BalloonGuestPayload | BalloonHostPayload | BalloonAgentPayload
+class BalloonPlacementRatioPayload(NamedTuple):
+    """The host's MEMORY_MB allocation ratio in Placement, set by ``[placement_ratio]``."""
+
+    host: str
+    # The resource provider: the compute node's hypervisor hostname.
+    provider: str
+    ratio_before: float
+    ratio_after: float
+    # What the capacity history advised, over the window at the stated risk.
+    advised: float | None
+    window_hours: float
+    risk_percent: float
+    # Why this ratio (the guard rails' reason).
+    reason: str
+
+    VERSION = '1.0'
+
+
+Payload = (BalloonGuestPayload | BalloonHostPayload | BalloonAgentPayload
+           | BalloonPlacementRatioPayload)
 
 
 def versioned(payload: Payload) -> dict[str, Any]:
@@ -357,3 +377,13 @@ def agent_event(kind: EventType, host: str, version: str, policy: str, interval_
     return Event(kind, versioned(BalloonAgentPayload(
         host=host, version=version, policy=policy, interval_s=interval_s, dry_run=dry_run,
         restore_on_stop=restore_on_stop, guests_restored=guests_restored)))
+
+
+def placement_ratio_event(host: str, provider: str, ratio_before: float, ratio_after: float,
+                          advised: float | None, window_s: float, risk: float,
+                          reason: str) -> Event:
+    return Event(EventType.PLACEMENT_RATIO_CHANGED, versioned(BalloonPlacementRatioPayload(
+        host=host, provider=provider, ratio_before=round(ratio_before, 2),
+        ratio_after=round(ratio_after, 2),
+        advised=None if advised is None else round(advised, 2),
+        window_hours=window_s / 3600, risk_percent=round(100 * risk, 4), reason=reason)))

@@ -173,6 +173,14 @@ class Notifier:
         self._last_plan = plan
         self.send(found)
 
+    def placement_ratio_changed(self, provider: str, ratio_before: float,
+                                ratio_after: float, advised: float | None, window_s: float,
+                                risk: float, reason: str) -> None:
+        """The ``[placement_ratio]`` mode set the host's MEMORY_MB allocation ratio."""
+        self.send([events.placement_ratio_event(self.host, provider, ratio_before,
+                                                ratio_after, advised, window_s, risk,
+                                                reason)])
+
     def agent_stopped(self, restored: Mapping[str, int]) -> None:
         """The guests restored on stop, the agent's stop, then the last sends."""
         plan = self._last_plan

@@ -14,7 +14,7 @@ from nova_balloon.capacity.history import History
 from nova_balloon.capacity.keeper import HistoryKeeper
 from nova_balloon.conf import placement_ratio as placement_ratio_conf
 from nova_balloon.placement.metrics import RatioCollector
-from nova_balloon.placement.updater import RatioUpdater
+from nova_balloon.placement.updater import RatioChanged, RatioUpdater
 
 LOG = logging.getLogger(__name__)
 
@@ -45,12 +45,14 @@ def history_reader(path: str) -> Callable[[], History]:
 
 
 def start(conf: cfg.ConfigOpts, keeper: HistoryKeeper | None, stopping: threading.Event,
-          registry: CollectorRegistry | None) -> RatioUpdater | None:
+          registry: CollectorRegistry | None,
+          on_change: RatioChanged | None = None) -> RatioUpdater | None:
     """Start the mode's thread when ``[placement_ratio] enabled`` and allowed; else None.
 
     ``keeper`` is the agent's capacity history (None when ``[capacity]
     record_history`` is off); ``registry``, the agent's metrics registry when
-    it serves metrics, gets the mode's figures. The options are registered
+    it serves metrics, gets the mode's figures; ``on_change`` hears of each
+    change set in Placement (the agent's notifications). The options are registered
     here too (a no-op on the agent's own ConfigOpts), so that a ConfigOpts
     made without them means the mode is off.
     """
@@ -66,5 +68,6 @@ def start(conf: cfg.ConfigOpts, keeper: HistoryKeeper | None, stopping: threadin
         return None
     if registry is not None:
         registry.register(RatioCollector(updater))
+    updater.on_change = on_change
     updater.start(stopping)
     return updater

@@ -109,6 +109,9 @@ def write_last_change(path: str, change: LastChange) -> None:
     os.replace(temporary, path)
 
 
+RatioChanged = Callable[[str, float, float, float | None, float, float, str], None]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
     """What one look at the advice did (for the log, the tests and the caller)."""
@@ -166,6 +169,10 @@ class RatioUpdater:
         self.last_outcome: Outcome | None = None
         self.changes = 0
         self.failures = 0
+        # Called after each change set in Placement, with the provider's name,
+        # the ratio before and after, the advised one, the advice's window (s)
+        # and risk, and why: the agent's notifications.
+        self.on_change: RatioChanged | None = None
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts,
@@ -271,6 +278,9 @@ class RatioUpdater:
                         settings.state_file, exc)
         LOG.info('Placement ratio of %s: set MEMORY_MB allocation_ratio %s (%s)', name,
                  decision.reason, advice.reason)
+        if self.on_change is not None:
+            self.on_change(name, before, decision.ratio, advice.ratio, settings.window_s,
+                           settings.risk, decision.reason)
         return Outcome('set', decision.reason, before, decision.ratio, advice.ratio)
 
     def start(self, stopping: threading.Event) -> None:

@@ -91,7 +91,10 @@ def listening(url: str, topic: str) -> Iterator[Received]:
 
 
 def test_notifier_sends_to_the_broker(broker_url: str, tmp_path: Path) -> None:
-    """The thin part alone: envelope, priorities and payloads as a consumer gets them."""
+    """The thin part alone: envelope, priorities and payloads as a consumer gets them.
+
+    The Placement ratio mode's change goes through the same notifier.
+    """
     topic = f"nb_notify_{uuid.uuid4().hex[:8]}"
     config = tmp_path / "notify.conf"
     config.write_text(f"[DEFAULT]\nhost = nb-compute\ntransport_url = {broker_url}\n"
@@ -109,11 +112,18 @@ def test_notifier_sends_to_the_broker(broker_url: str, tmp_path: Path) -> None:
     with listening(broker_url, topic) as received:
         notifier.agent_started()
         notifier.send([sent])
+        notifier.placement_ratio_changed("nb-compute.example.org", 1.0, 1.2, 1.5, 7 * 86400,
+                                         0.001, "1.00 -> 1.20")
         notifier.agent_stopped({})
-        wait_until(lambda: len(received.messages) == 3, 30, "three notifications")
+        wait_until(lambda: len(received.messages) == 4, 30, "four notifications")
     assert received.types() == ["balloon.agent.start", "balloon.host.critical",
-                                "balloon.agent.stop"]
-    start, host, stop = received.messages
+                                "balloon.placement.ratio_changed", "balloon.agent.stop"]
+    start, host, ratio, stop = received.messages
+    assert ratio["priority"] == "INFO"
+    assert ratio["payload"]["nova_object.data"] == {
+        "host": "nb-compute", "provider": "nb-compute.example.org", "ratio_before": 1.0,
+        "ratio_after": 1.2, "advised": 1.5, "window_hours": 168.0, "risk_percent": 0.1,
+        "reason": "1.00 -> 1.20"}
     assert {m["publisher_id"] for m in received.messages} == {"nova-balloon:nb-compute"}
     assert (start["priority"], host["priority"], stop["priority"]) == ("INFO", "WARN", "INFO")
     assert host["payload"] == sent.payload

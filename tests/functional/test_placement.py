@@ -187,8 +187,14 @@ def test_sets_the_advised_ratio_one_step_at_a_time(tmp_path, placement_endpoint,
     generation, before = admin.memory(rp)
     updater = updater_for(nova_conf(tmp_path, placement_endpoint, name),
                           history_advising(1.5))
+    # What the agent's notifier hears of each change.
+    changes: list[tuple] = []
+    updater.on_change = lambda *change: changes.append(change)
     outcome = updater.update()
     assert (outcome.action, outcome.ratio_before, outcome.ratio_after) == ('set', 1.0, 1.2)
+    [(provider, before_ratio, after_ratio, advised, window_s, risk, reason)] = changes
+    assert (provider, before_ratio, after_ratio, reason) == (name, 1.0, 1.2, outcome.reason)
+    assert advised == outcome.advised and window_s > 0 and 0 < risk < 1
     new_generation, after = admin.memory(rp)
     assert after['MEMORY_MB'] == dict(before['MEMORY_MB'], allocation_ratio=1.2)
     assert after['VCPU'] == before['VCPU'] and new_generation == generation + 1
@@ -268,9 +274,13 @@ def test_never_below_what_the_allocations_need(tmp_path, placement_endpoint, adm
 def test_dry_run_changes_nothing(tmp_path, placement_endpoint, admin, node):
     name, rp = node
     generation, _ = admin.memory(rp)
-    outcome = updater_for(nova_conf(tmp_path, placement_endpoint, name, dry_run=True),
-                          history_advising(1.5)).update()
+    updater = updater_for(nova_conf(tmp_path, placement_endpoint, name, dry_run=True),
+                          history_advising(1.5))
+    changes: list[tuple] = []
+    updater.on_change = lambda *change: changes.append(change)
+    outcome = updater.update()
     assert (outcome.action, outcome.ratio_after) == ('would_set', 1.2)
+    assert changes == [], 'a dry run notifies no change'
     assert admin.memory(rp)[0] == generation and memory_ratio(admin, rp) == 1.0
     assert not (tmp_path / 'placement-ratio.json').exists()
 

@@ -44,6 +44,9 @@ def built(kind: EventType) -> ev.Event:
         before, after = guest_changes[kind]
         found = ev.guest_events({'u1': ev.NOMINAL._replace(**before)},
                                 {'u1': ev.NOMINAL._replace(**after)}, lambda uuid: GUEST, HOST)
+    elif kind is EventType.PLACEMENT_RATIO_CHANGED:
+        found = [ev.placement_ratio_event(HOST, 'compute-1.example.org', 1.5, 1.75, 2.14,
+                                          7 * 86400, 0.001, '1.50 -> 1.75')]
     elif kind in (EventType.HOST_CRITICAL, EventType.HOST_NORMAL):
         critical = kind is EventType.HOST_CRITICAL
         found = ev.host_events(not critical, critical, lambda: HOST_FIGURES, HOST)
@@ -98,7 +101,7 @@ def test_no_sample_without_an_event():
 
 def page_sections() -> dict[str, str]:
     """notifications.rst cut at each event's title: event type -> its text."""
-    parts = re.split(r'^``(balloon\.[a-z.]+)``\n-+\n', PAGE.read_text(), flags=re.M)
+    parts = re.split(r'^``(balloon\.[a-z._]+)``\n-+\n', PAGE.read_text(), flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
