@@ -11,6 +11,7 @@ agent lost sight of it is managed from what it has.
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -55,12 +56,23 @@ def assert_no_oom_reading(lines: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def recreated(dom: libvirt.virDomain, xml: str) -> Iterator[None]:
-    """A domain Nova destroyed and created again (hard reboot), destroyed at the end."""
+def recreated(dom: libvirt.virDomain, xml: str, agent: Agent) -> Iterator[None]:
+    """A domain Nova destroyed and created again (hard reboot), destroyed at the end.
+
+    The agent is frozen (SIGSTOP) while the domain is gone: a hard reboot
+    faster than a cycle, which is the case this test is about. An agent that
+    collects while the domain is gone forgets the guest and manages the new
+    run from what it has (the managed save test covers that); which of the
+    two happens would otherwise depend on how fast QEMU starts.
+    """
     uuid = dom.UUIDString()
-    destroy_quietly(dom)
-    conn = live_connection()
-    conn.createXML(xml, 0)
+    agent.process.send_signal(signal.SIGSTOP)
+    try:
+        destroy_quietly(dom)
+        conn = live_connection()
+        conn.createXML(xml, 0)
+    finally:
+        agent.process.send_signal(signal.SIGCONT)
     try:
         yield
     finally:
@@ -75,7 +87,7 @@ def test_hard_reboot_is_a_new_run(boot_guest: BootGuest, tmp_path: Path) -> None
         offset = len(agent.log())
         # Nova's hard reboot: a new QEMU process from the XML Nova keeps, at
         # full memory; the old target means nothing to it.
-        with recreated(guest.dom, guest.xml):
+        with recreated(guest.dom, guest.xml, agent):
             wait_until(lambda: 'new run of the domain' in agent.log()[offset:], 30,
                        "the agent seeing a new run")
             # The new run is managed from what it shows, down to its floor.
