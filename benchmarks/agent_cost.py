@@ -8,8 +8,9 @@ cycle against the bare libvirt calls it made; (3) the start-up of
 writes it to ``results/agent-cost.md``.
 
 Simulated runs come in two modes, which take turns: ``plain`` (the Controller
-alone) and ``observed``, with what the agent runs after each cycle when its
-metrics and notifications are on (``Exporter.observe`` and
+and the capacity history, ``HistoryKeeper.observe``, which is on by default, as
+``BalloonAgent.run_cycle`` runs them) and ``observed``, with what the agent
+also runs after each cycle when its metrics and notifications are on (``Exporter.observe`` and
 ``Notifier.cycle``, with oslo.messaging's ``log`` driver) and a
 scrape rendered every ``SIM_SCRAPE_INTERVAL_S`` simulated seconds, timed
 apart from the cycles (the agent renders scrapes on its HTTP thread).
@@ -45,6 +46,7 @@ from oslo_config import cfg  # noqa: E402
 from oslo_log import log as oslo_logging  # noqa: E402
 
 from nova_balloon import flavor_policy, policies  # noqa: E402
+from nova_balloon.capacity.keeper import HistoryKeeper  # noqa: E402
 from nova_balloon.conf import balloon  # noqa: E402
 from nova_balloon.controller import planner  # noqa: E402
 from nova_balloon.controller.cycle import Controller, tune_collector  # noqa: E402
@@ -245,11 +247,17 @@ def simulated_run(guests: int, seed: int, log_dir: str, mode: str = 'plain') -> 
     rss_before = peak_rss_mib()
     node, demand_bytes = simulated_node(guests, seed, conf)
     controller = make_controller(node, conf, clock=node.now)
+    # [capacity] record_history is on by default: each cycle's plan goes into
+    # the current minute, and each finished minute to the history file.
+    keeper = HistoryKeeper(os.path.join(log_dir, f'history-{guests}-{mode}'),
+                           days=7, reserved_mb=512,
+                           limits=planner.Settings.from_conf(conf.balloon).limits,
+                           clock=node.now)
     rss_without = rss_mib()
     observers = Observers(conf) if mode == 'observed' else None
     observers_mib = rss_mib() - rss_without
     cycle_ms, new_targets, scrape_ms, scrape_bytes = [], [], [], 0
-    metrics_ms, notify_ms, scrape_mib = [], [], 0.0
+    metrics_ms, notify_ms, history_ms, scrape_mib = [], [], [], 0.0
     for second in range(1, (WARMUP_CYCLES + CYCLES) * SIM_INTERVAL_S):
         node.step()
         timed = second // SIM_INTERVAL_S >= WARMUP_CYCLES
@@ -264,11 +272,15 @@ def simulated_run(guests: int, seed: int, log_dir: str, mode: str = 'plain') -> 
             continue
         started = time.perf_counter()
         report = controller.run_cycle()
+        assert report.plan is not None and not report.errors, report.errors
+        planned = time.perf_counter()
+        keeper.observe(report.plan)
+        kept = time.perf_counter()
         parts = observers.after_cycle(report) if observers is not None else None
         elapsed = time.perf_counter() - started
-        assert report.plan is not None and not report.errors, report.errors
         if timed:
             cycle_ms.append(elapsed * 1000)
+            history_ms.append((kept - planned) * 1000)
             new_targets.append(len(report.applied))
             if parts is not None:
                 metrics_ms.append(parts[0] * 1000)
@@ -278,7 +290,8 @@ def simulated_run(guests: int, seed: int, log_dir: str, mode: str = 'plain') -> 
     return {'cycle_ms': cycle_ms, 'new_targets': new_targets, 'rss_before_mib': rss_before,
             'peak_rss_mib': peak_rss_mib(), 'demand_mib': demand_bytes / 2**20,
             'scrape_ms': scrape_ms, 'scrape_kib': scrape_bytes / 1024,
-            'metrics_ms': metrics_ms, 'notify_ms': notify_ms, 'observers_mib': observers_mib,
+            'metrics_ms': metrics_ms, 'notify_ms': notify_ms, 'history_ms': history_ms,
+            'observers_mib': observers_mib,
             'metrics_mib': observers.metrics_mib if observers is not None else 0.0,
             'scrape_mib': scrape_mib}
 
@@ -325,7 +338,10 @@ def simulated(sizes: Sequence[int], repeats: int, seed: int, log_dir: str,
             if mode == 'plain':
                 us_per_guest[n] = median * 1000 / n
                 new_targets = statistics.mean(c for run in mode_runs for c in run['new_targets'])
+                history_ms = [ms for run in mode_runs for ms in run['history_ms']]
                 rows += [
+                    Row(f'{label}: of which HistoryKeeper.observe (median)',
+                        f'{statistics.median(history_ms):.3f} ms (p95 {p95(history_ms):.3f})'),
                     Row(f'{label}: per guest (median)', f'{us_per_guest[n]:.1f} us'),
                     Row(f'{label}: guests with a new target per cycle',
                         f'{100 * new_targets / n:.1f} %', 'set-up: about 10 %')]
