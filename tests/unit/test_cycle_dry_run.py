@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from oslo_config import cfg
 
 from nova_balloon.controller.cycle import Controller
-from nova_balloon.controller.planner import Settings
-from nova_balloon.flavor_policy import PolicyDefaults, PolicyFile
+from nova_balloon.flavor_policy import PolicyFile
 from nova_balloon.model import (
     Action,
     BalloonStats,
@@ -20,19 +19,8 @@ from nova_balloon.model import (
     RunState,
 )
 from nova_balloon.policies import Policy
-from nova_balloon.safety import SafetyLimits
 from nova_balloon.virt.driver import Collection
-
-MiB = 1024
-GiB = 1024 * MiB
-CEILING = 4 * GiB
-SETTINGS = Settings(defaults=PolicyDefaults(overcommit_ratio=2.0, min_memory_mb=256,
-                                            shares=1000),
-                    manage_unmanaged_guests=False,
-                    limits=SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                                        max_shrink_kib=128 * MiB, max_shrink_percent=0.0,
-                                        dead_band_kib=16 * MiB),
-                    interval_s=2.0, stats_period_s=2)
+from tests.unit.planning import CEILING, SETTINGS, GiB, MiB
 
 
 class FixedPolicy(Policy):

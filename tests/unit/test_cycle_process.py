@@ -13,8 +13,8 @@ import pytest
 from oslo_config import cfg
 
 from nova_balloon.controller.cycle import Controller, Pacer, owes_memory
-from nova_balloon.controller.planner import GuestMemory, Settings
-from nova_balloon.flavor_policy import PolicyDefaults, PolicyFile
+from nova_balloon.controller.planner import GuestMemory
+from nova_balloon.flavor_policy import PolicyFile
 from nova_balloon.model import (
     BalloonStats,
     GuestFacts,
@@ -25,18 +25,10 @@ from nova_balloon.model import (
     RunState,
 )
 from nova_balloon.policies import Policy
-from nova_balloon.safety import SafetyLimits
 from nova_balloon.virt.driver import Collection
+from tests.unit.planning import GiB, MiB, limits, settings
 
-MiB = 1024
-GiB = 1024 * MiB
-SETTINGS = Settings(defaults=PolicyDefaults(overcommit_ratio=4.0, min_memory_mb=256,
-                                            shares=1000),
-                    manage_unmanaged_guests=False,
-                    limits=SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                                        max_shrink_kib=512 * MiB, max_shrink_percent=0.0,
-                                        dead_band_kib=16 * MiB),
-                    interval_s=2.0, stats_period_s=2, fast_free_kib=1 * GiB)
+SETTINGS = settings(4.0, limits(max_shrink_kib=512 * MiB), fast_free_kib=1 * GiB)
 
 
 def sample(uuid: str, actual_kib: int, usable_kib: int | None,

@@ -18,8 +18,7 @@ from nova_balloon.conf import balloon
 from nova_balloon.conf import metrics as metrics_conf
 from nova_balloon.controller import planner
 from nova_balloon.controller.cycle import CycleReport
-from nova_balloon.controller.planner import GuestMemory, Settings, classify
-from nova_balloon.flavor_policy import PolicyDefaults
+from nova_balloon.controller.planner import GuestMemory, classify
 from nova_balloon.metrics import exporter, values
 from nova_balloon.metrics.values import GuestState, IgnoredReason
 from nova_balloon.model import (
@@ -32,19 +31,8 @@ from nova_balloon.model import (
     RunState,
 )
 from nova_balloon.policies import Policy
-from nova_balloon.safety import SafetyLimits
+from tests.unit.planning import CEILING, LIMITS, SETTINGS, GiB, MiB
 
-MiB = 1024
-GiB = 1024 * MiB
-CEILING = 4 * GiB
-# Headroom: the larger of 64 MiB and 10 % of the ceiling (409.6 MiB).
-LIMITS = SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                      max_shrink_kib=128 * MiB, max_shrink_percent=0.0,
-                      dead_band_kib=16 * MiB)
-SETTINGS = Settings(defaults=PolicyDefaults(overcommit_ratio=2.0, min_memory_mb=256,
-                                            shares=1000),
-                    manage_unmanaged_guests=False, limits=LIMITS, interval_s=2.0,
-                    stats_period_s=2)
 NOW = 1000.0
 HOST = HostSnapshot(total_kib=64 * GiB, available_kib=32 * GiB, now=NOW)
 WALL = 1_700_000_000.0

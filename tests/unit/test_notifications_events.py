@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from nova_balloon.controller import planner
-from nova_balloon.controller.planner import GuestMemory, Settings
-from nova_balloon.flavor_policy import PolicyDefaults
+from nova_balloon.controller.planner import GuestMemory
 from nova_balloon.model import (
     BalloonStats,
     GuestFacts,
@@ -31,19 +30,12 @@ from nova_balloon.notifications.events import (
     Priority,
 )
 from nova_balloon.policies import Policy
-from nova_balloon.safety import SafetyLimits
+from tests.unit.planning import CEILING, MiB, limits, settings
 
-MiB = 1024
-CEILING = 4096 * MiB
 HOST_NAME = 'compute-1'
-# Headroom: the larger of 64 MiB and 10 % of the ceiling, 409.6 MiB.
-LIMITS = SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                      max_shrink_kib=4096 * MiB, max_shrink_percent=0.0, dead_band_kib=16 * MiB)
+LIMITS = limits(max_shrink_kib=4096 * MiB)
 HEADROOM = int(CEILING * LIMITS.headroom_percent / 100)
-SETTINGS = Settings(defaults=PolicyDefaults(overcommit_ratio=2.0, min_memory_mb=256,
-                                            shares=1000),
-                    manage_unmanaged_guests=False, limits=LIMITS, interval_s=2.0,
-                    stats_period_s=2, host_critical_kib=512 * MiB)
+SETTINGS = settings(safety=LIMITS, host_critical_kib=512 * MiB)
 NOW = 1000.0
 
 

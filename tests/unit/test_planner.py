@@ -31,19 +31,8 @@ from nova_balloon.model import (
 )
 from nova_balloon.policies import Policy
 from nova_balloon.safety import SafetyLimits
+from tests.unit.planning import CEILING, LIMITS, SETTINGS, GiB, MiB
 
-MiB = 1024
-GiB = 1024 * MiB
-CEILING = 4 * GiB
-
-LIMITS = SafetyLimits(headroom_kib=64 * MiB, headroom_percent=10.0,
-                      max_shrink_kib=128 * MiB, max_shrink_percent=0.0,
-                      dead_band_kib=16 * MiB)
-# Default ratio 2.0, so that a guest with no balloon keys is managed, floor 2 GiB.
-SETTINGS = Settings(defaults=PolicyDefaults(overcommit_ratio=2.0, min_memory_mb=256,
-                                            shares=1000),
-                    manage_unmanaged_guests=False, limits=LIMITS, interval_s=2.0,
-                    stats_period_s=2)
 NOW = 1000.0
 HOST = HostSnapshot(total_kib=64 * GiB, available_kib=32 * GiB, now=NOW)
 # The agent first saw the balloon at its size long before the statistics
