@@ -30,7 +30,10 @@ has seen of it, fits the plan to the host, then paces the growth:
   on OOM, or has almost no free memory uses all it has plus what it reads
   back from swap per second, so that one step grows it by what it lacks.
 * **Memory buffer** (as Hyper-V's): a guest wants its estimate plus
-  ``[adaptive_policy] buffer_percent`` of it, within its flavor's bounds.
+  ``[adaptive_policy] buffer_percent`` of it, within its flavor's bounds,
+  and never less than its demand plus the safety rules' headroom: a guest
+  that grew keeps the margin that one shrunk by the rules keeps, whichever
+  way its balloon last moved.
 * **No growth for noise, few and large shrinks**: a target below what the
   guest wants stays put while it keeps at least half of the buffer; one above
   stays put until the want falls below two thirds of the target's height
@@ -182,14 +185,17 @@ def ramp_room(guest: GuestView, watched_closely: bool) -> float:
 
 
 def need_of(guest: GuestView, seen: Seen, buffer_fraction: float,
-            ramp_kib: float = 0.0) -> Need:
+            ramp_kib: float = 0.0, headroom_kib: int = 0) -> Need:
     """The least a guest must have now (its demand) and what it wants: its
     estimate, or its demand plus ``ramp_kib`` (what a ramp will use until the
     next correction), plus the larger of the buffer and room for half its
-    largest recent surge; both within its bounds."""
+    largest recent surge, and at least its demand plus ``headroom_kib`` (the
+    safety rules' headroom: what they leave a guest on the way down, it gets
+    on the way up); both within its bounds."""
     demand, floor, ceiling = seen.demand_kib, guest.floor_kib, guest.ceiling_kib
     peak = max(demand + ramp_kib, seen.estimate_kib)
-    want = peak + max(peak * buffer_fraction, SURGE_SHARE * seen.surge_kib)
+    want = max(peak + max(peak * buffer_fraction, SURGE_SHARE * seen.surge_kib),
+               demand + headroom_kib)
     return Need(least_kib=min(ceiling, max(floor, demand)),
                 want_kib=int(min(ceiling, max(floor, want))), demand_kib=demand)
 
@@ -257,7 +263,8 @@ class AdaptivePolicy(Policy):
                 look = observe(guest, look, self.half_life_s)
             seen[uuid] = look
             ramp = ramp_room(guest, guest.stats_period_s < self.slow_period_s)
-            need = needs[uuid] = need_of(guest, look, self.buffer_fraction, ramp)
+            need = needs[uuid] = need_of(guest, look, self.buffer_fraction, ramp,
+                                         self.limits.headroom_for(guest))
             target = steady[uuid] = _steady(guest, need)
             wanted_kib += need.want_kib
             steady_kib += target

@@ -169,9 +169,20 @@ def test_idle_guest_goes_to_its_floor(make_conf):
 
 
 def test_busy_guest_gets_its_demand_plus_the_buffer(make_conf):
-    # 2 GiB + 5 % = 2202009.6 KiB.
-    policy = AdaptivePolicy(make_conf())
+    # 2 GiB + 5 % = 2202009.6 KiB (no safety headroom: the buffer alone).
+    policy = AdaptivePolicy(make_conf(headroom_mb=0, headroom_percent=0.0))
     assert policy.propose(host(), [using(2 * GiB)]) == {'u1': 2202009}
+
+
+def test_a_guest_wants_at_least_its_demand_plus_the_safety_headroom(make_conf):
+    # The 5 % buffer of 2 GiB is less than the rules' headroom, 10 % of the
+    # 4 GiB flavor (409.6 MiB): a guest that grows gets the margin the rules
+    # leave one that shrinks, 2 GiB + 419430 KiB.
+    policy = AdaptivePolicy(make_conf())
+    assert policy.propose(host(), [using(2 * GiB)]) == {'u1': 2 * GiB + 419430}
+    g = using(2 * GiB)
+    assert need_of(g, observe(g, None, 10.0), 0.05, headroom_kib=419430).want_kib == \
+        2 * GiB + 419430
 
 
 def test_buffer_percent_option(make_conf):
@@ -252,7 +263,7 @@ def test_a_single_rise_counts_when_free_memory_would_not_last(usable_mib, watche
 
 def test_guest_with_almost_no_free_memory_uses_all_it_has(make_conf):
     # 20 MiB free is under 2 % of 2 GiB: demand is taken as 2 GiB.
-    policy = AdaptivePolicy(make_conf())
+    policy = AdaptivePolicy(make_conf(headroom_mb=0, headroom_percent=0.0))
     g = guest(actual=2 * GiB, usable=20 * MiB)
     assert policy.propose(host(), [g]) == {'u1': 2202009}
 
@@ -278,7 +289,7 @@ def test_a_sample_seen_again_is_not_observed_again(make_conf):
 
 
 def test_deflated_on_oom_uses_all_it_has(make_conf):
-    policy = AdaptivePolicy(make_conf())
+    policy = AdaptivePolicy(make_conf(headroom_mb=0, headroom_percent=0.0))
     g = guest(actual=2 * GiB, usable=1 * GiB, target_kib=1536 * MiB, deflated_on_oom=True)
     assert policy.propose(host(), [g]) == {'u1': 2202009}
 
@@ -316,11 +327,12 @@ def test_no_shrink_by_less_than_two_percent_of_the_flavor(make_conf, target, pro
 
 
 def test_shrink_that_safety_would_turn_into_growth_is_a_hold(make_conf):
-    # Demand 1 GiB in 1.2 GiB: wants 1.05 GiB, but the safety rules keep demand
-    # plus 10 % of 4 GiB = 1.4 GiB, more than it has: hold at 1.2 GiB.
-    policy = AdaptivePolicy(make_conf())
+    # Demand 1 GiB in 1.2 GiB on a host with nothing free and a 512 MiB
+    # reserve: the host fits the guest's floor, 1 GiB, but the safety rules
+    # keep demand plus 10 % of 4 GiB = 1.4 GiB, more than it has: hold at 1.2 GiB.
+    policy = AdaptivePolicy(make_conf(host_reserve_mb=512))
     g = using(1 * GiB, actual=1228 * MiB)
-    assert policy.propose(host(), [g]) == {'u1': 1228 * MiB}
+    assert policy.propose(host(available=0), [g]) == {'u1': 1228 * MiB}
 
 
 def test_contention_gives_demand_first_then_shares(make_conf):
@@ -367,7 +379,7 @@ def test_growth_still_under_way_counts_against_free_memory(make_conf):
 
 
 def test_unresponsive_and_stale_guests_get_no_proposal_and_keep_their_memory(make_conf):
-    policy = AdaptivePolicy(make_conf())
+    policy = AdaptivePolicy(make_conf(headroom_mb=0, headroom_percent=0.0))
     guests = [using(2 * GiB, uuid='fresh'), using(2 * GiB, uuid='stale', stats_fresh=False),
               guest('silent', usable=None), using(2 * GiB, uuid='stuck', unresponsive='x')]
     assert policy.propose(host(), guests) == {'fresh': 2202009}
@@ -375,7 +387,8 @@ def test_unresponsive_and_stale_guests_get_no_proposal_and_keep_their_memory(mak
 
 
 def test_history_survives_staleness_not_absence(make_conf):
-    policy = AdaptivePolicy(make_conf(demand_half_life=10))
+    policy = AdaptivePolicy(make_conf(demand_half_life=10, headroom_mb=0,
+                                      headroom_percent=0.0))
     policy.propose(host(now=100), [using(3 * GiB)])
     policy.propose(host(now=110), [using(3 * GiB, stats_fresh=False, new_sample=False)])
     # Still remembered, 20 s of guest time on: a quarter of the 2 GiB above 1 GiB.
