@@ -211,6 +211,23 @@ the usual step (``max_shrink_mb_per_cycle``, ``max_shrink_percent_per_cycle``)
 per guest per cycle, still never below a guest's
 floor or its use plus headroom. 0 turns this off.
 """),
+    cfg.FloatOpt('contended_headroom_percent',
+                 default=2.0,
+                 min=0.0,
+                 max=100.0,
+                 help="""
+Headroom, in percent of a guest's flavor RAM (``headroom_mb`` at least), that
+guests keep above their use while the host is contended: guests short of free
+memory (less than their headroom) lack more than the host has free above
+``host_critical_free_mb``. The others then give up the rest of their
+``headroom_percent``, at the critical pace when the host is critical too, so
+that memory they hold idle goes to the guests that need it, before any of them
+swaps. Once the host can give every guest its headroom again, the policy gives
+it back. Memory a guest holds idle is the host's buffer, shared, rather than
+each guest's own. ``headroom_percent`` or more turns this off. Only under a
+policy that shares memory out under contention (the default, ``adaptive``);
+the other policies keep their own behaviour.
+"""),
 ]
 
 process_opts = [

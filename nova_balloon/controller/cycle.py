@@ -163,6 +163,7 @@ class Controller:
         self._outage: str | None = None
         self._ignore_reasons: dict[str, str] = {}
         self._host_critical = False
+        self._host_contended = False
         self._periods_logged: set[str] = set()
         # Consecutive cycles whose planning or applying failed.
         self.failed_cycles = 0
@@ -322,6 +323,20 @@ class Controller:
             LOG.info('Host memory no longer critical: %s MiB it can count on',
                      mib(host.free_kib))
         self._host_critical = plan.host_critical
+        if plan.host_contended and not self._host_contended:
+            LOG.info('Host contended: guests short of free memory lack %s MiB, the host has '
+                     '%s MiB free above [balloon] host_critical_free_mb (%s MiB); the other '
+                     'guests keep [balloon] contended_headroom_percent (%g %%) of headroom, '
+                     'not %g %%, and give the rest', mib(plan.lacking_kib),
+                     mib(max(0, host.free_kib - self.settings.host_critical_kib)),
+                     mib(self.settings.host_critical_kib),
+                     self.settings.contended_headroom_percent,
+                     self.settings.limits.headroom_percent)
+        elif self._host_contended and not plan.host_contended:
+            LOG.info('Host no longer contended: %s MiB free, guests short of free memory '
+                     'lack %s MiB; every guest gets its headroom back as the host has room',
+                     mib(host.free_kib), mib(plan.lacking_kib))
+        self._host_contended = plan.host_contended
 
     def _log_ignored(self, decision: Decision, plan: planner.Plan) -> None:
         """Once per reason: a guest stays ignored cycle after cycle."""

@@ -4,12 +4,19 @@
 managed ones into ``GuestView``s, asks the policy for targets and passes each
 one through the safety rules. It does no I/O; the caller supplies the time,
 the flavor policy file's contents and what the agent remembers per guest.
+
+Two host states change the rules for a cycle. Critical (less memory the host
+can count on than ``host_critical_free_mb``): guests with memory to spare
+give it back, faster. Contended (guests short of free memory lack more than
+the host has free above that level): the others keep only the contended
+headroom and give the rest to those that lack it, since memory a guest holds
+idle helps nobody while another swaps.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from nova_balloon import flavor_policy
@@ -51,6 +58,9 @@ class Settings:
     # Below this much host MemAvailable, shrinks may go CRITICAL_SHRINK_FACTOR
     # times faster (never below floors or headroom).
     host_critical_kib: int = 0
+    # The headroom_percent guests keep while the host is contended (plan);
+    # at headroom_percent or more, the headroom never falls.
+    contended_headroom_percent: float = 100.0
     # Guests with less free memory than this get the fast stats period.
     fast_stats_period_s: int = 1
     fast_free_kib: int = 0
@@ -70,6 +80,7 @@ class Settings:
             unresponsive_after_s=group.unresponsive_after,
             unresponsive_retry_s=group.unresponsive_retry,
             host_critical_kib=group.host_critical_free_mb * KIB_PER_MIB,
+            contended_headroom_percent=group.contended_headroom_percent,
             fast_stats_period_s=group.fast_stats_period,
             fast_free_kib=group.fast_free_mb * KIB_PER_MIB)
 
@@ -126,6 +137,10 @@ class Plan:
     views: dict[str, GuestView]
     memory: dict[str, GuestMemory]
     host_critical: bool = False
+    # Guests short of free memory lack more than the host has free above its
+    # critical level (lacking_kib): the others keep the contended headroom.
+    host_contended: bool = False
+    lacking_kib: int = 0
     # The stats period to set, for the managed guests whose period must change.
     stats_periods: dict[str, int] = dataclasses.field(default_factory=dict)
     # Some guest is short of free memory: cycle at the fast stats period.
@@ -331,14 +346,23 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
         rows.append((uuid, item, remembered, view, since))
     proposals = policy.propose(host, list(views.values())) if views else {}
 
-    critical = 0 < settings.host_critical_kib and host.free_kib < settings.host_critical_kib
     limits = settings.limits
+    spare_kib = host.free_kib - settings.host_critical_kib
+    critical = 0 < settings.host_critical_kib and spare_kib < 0
+    lacking = lacking_kib(views.values(), limits)
+    contended = lacking > max(0, spare_kib) and policy.shares_headroom_when_contended and \
+        settings.contended_headroom_percent < limits.headroom_percent
+    reclaim_kib = -spare_kib if critical else 0
     if critical:
         limits = dataclasses.replace(
             limits, max_shrink_kib=limits.max_shrink_kib * CRITICAL_SHRINK_FACTOR,
             max_shrink_percent=min(100.0, limits.max_shrink_percent * CRITICAL_SHRINK_FACTOR))
-        proposals = reclaim_for_host(list(views.values()), proposals,
-                                     settings.host_critical_kib - host.free_kib, limits)
+    if contended:
+        limits = dataclasses.replace(limits,
+                                     headroom_percent=settings.contended_headroom_percent)
+        reclaim_kib = max(reclaim_kib, lacking - max(0, spare_kib))
+    if reclaim_kib > 0:
+        proposals = reclaim_for_host(list(views.values()), proposals, reclaim_kib, limits)
     decisions = []
     new_memory = {}
     periods = {}
@@ -360,7 +384,8 @@ def plan(host: HostSnapshot, samples: Sequence[GuestSample], policy: Policy,
             decision = _ignored_decision(item, remembered)
         decisions.append(decision)
         new_memory[uuid] = _remember(item, remembered, decision, view, since, settings, now)
-    return Plan(decisions, classified, views, new_memory, critical, periods, closely, host)
+    return Plan(decisions, classified, views, new_memory, critical, contended, lacking,
+                periods, closely, host)
 
 
 def new_run(sample: GuestSample, remembered: GuestMemory) -> bool:
@@ -390,6 +415,26 @@ def _new_run_decision(item: Classified) -> Decision:
     return Decision(facts.uuid, facts.name, Action.GROW, facts.max_memory_kib,
                     (('new run of the domain (reboot, restore or rescue): full memory {} MiB '
                       'until it shows what it needs', facts.max_memory_kib),))
+
+
+def lacking_kib(views: Iterable[GuestView], limits: SafetyLimits) -> int:
+    """What the guests short of free memory lack: each one's use plus headroom
+    above what it has or grows to.
+
+    A guest is short as the safety rules count it (less free memory than its
+    headroom, or a balloon it deflated on OOM); one whose use is not known
+    now lacks nothing that can be told.
+    """
+    lacking = 0
+    for view in views:
+        if view.demand_kib is None or not view.stats_fresh or view.unresponsive:
+            continue
+        headroom = limits.headroom_for(view)
+        short = view.deflated_on_oom or (
+            view.usable_kib is not None and view.usable_kib < headroom)
+        if short:
+            lacking += max(0, view.demand_kib + headroom - view.current_kib)
+    return lacking
 
 
 def untouched_kib(samples: Sequence[GuestSample]) -> int:

@@ -225,6 +225,9 @@ def _host_families(host: values.HostFigures) -> Iterator[Metric]:
     yield _gauge('host_critical', 'Whether the host is critically short of memory (below '
                  '[balloon] host_critical_free_mb): the agent takes memory back.',
                  int(host.critical))
+    yield _gauge('host_contended', 'Whether guests short of free memory lack more than the '
+                 'host has free: the others keep [balloon] contended_headroom_percent of '
+                 'headroom and give the rest.', int(host.contended))
     by_state = GaugeMetricFamily(f'{PREFIX}guests', 'Guests on the host, by state.',
                                  labels=('state',))
     for state, count in host.guests_by_state.items():

@@ -89,6 +89,8 @@ class HostFigures(NamedTuple):
     # Sum over guests of their balloon sizes (the ceiling where none is known).
     committed_kib: int
     critical: bool
+    # Guests short of free memory lack more than the host has free (Plan.host_contended).
+    contended: bool
     guests_by_state: dict[GuestState, int]
     # The oldest statistics among managed guests, None when none has any.
     stats_age_max_s: float | None
@@ -171,6 +173,7 @@ def host_figures(plan: Plan, guests: list[GuestFigures]) -> HostFigures:
     return HostFigures(
         total_kib=host.total_kib, available_kib=host.available_kib, free_kib=host.free_kib,
         reclaimed_kib=reclaimed, committed_kib=committed, critical=plan.host_critical,
+        contended=plan.host_contended,
         guests_by_state=by_state, stats_age_max_s=max(ages) if ages else None)
 
 

@@ -33,6 +33,12 @@ NAMESPACE = 'nova_balloon.policies'
 class Policy(abc.ABC):
     """Base class of balloon policies; constructed with the agent's ConfigOpts."""
 
+    # Whether the planner may lower the safety headroom of the guests while
+    # others lack memory (``[balloon] contended_headroom_percent``): a policy
+    # that shares idle memory out under contention says so; the baselines
+    # that stand for other systems keep their own behaviour.
+    shares_headroom_when_contended = False
+
     def __init__(self, conf: cfg.ConfigOpts):
         self.conf = conf
 

@@ -217,6 +217,8 @@ def _steady(guest: GuestView, need: Need) -> int:
 
 
 class AdaptivePolicy(Policy):
+    shares_headroom_when_contended = True
+
     def __init__(self, conf: cfg.ConfigOpts):
         super().__init__(conf)
         # Its own options, registered where it is loaded (the agent, the

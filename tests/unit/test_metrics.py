@@ -237,6 +237,7 @@ def test_exporter_renders_a_cycle():
     assert got['nova_balloon_host_reclaimed_bytes', NONE] == (GiB + 1536 * MiB) * 1024
     assert got['nova_balloon_host_free_bytes', NONE] == 31 * GiB * 1024
     assert got['nova_balloon_host_critical', NONE] == 0
+    assert got['nova_balloon_host_contended', NONE] == 0
     assert got['nova_balloon_agent_up', NONE] == 1
     assert got['nova_balloon_cycle_last_success_timestamp_seconds', NONE] == WALL
     assert got['nova_balloon_cycles_total', frozenset({'result': 'planned'}.items())] == 1

@@ -625,3 +625,69 @@ def test_statistics_missing_for_a_moment_are_awaited_not_unresponsive():
     out = plan(later, [sample(stats=no_stats, age=None)], FixedPolicy({}), {}, out.memory,
                SETTINGS)
     assert 'no balloon statistics' in out.views['u1'].unresponsive
+
+
+# -- a contended host -------------------------------------------------------------
+
+RATIO_4 = nova({'balloon:overcommit_ratio': '4.0'})  # floor 1 GiB: headroom binds
+
+
+class SharingPolicy(FixedPolicy):
+    """FixedPolicy that shares memory out under contention, as the default policy."""
+
+    shares_headroom_when_contended = True
+
+
+def stats_of(actual: int, usable: int) -> BalloonStats:
+    return BalloonStats(actual_kib=actual, usable_kib=usable, unused_kib=usable,
+                        available_kib=CEILING, swap_in_kib=0, major_faults=0,
+                        last_update=12345)
+
+
+def contention_plan(policy_class: type[FixedPolicy], free: int) -> planner.Plan:
+    """An idle guest (use 1 GiB in 1500 MiB: headroom 409.6 MiB keeps 1433.6 MiB)
+    and a short one (100 MiB free of 2 GiB: it lacks 1948 + 409.6 - 2048 = 309.6
+    MiB); the policy would take the idle one to 1 GiB and grow the short one."""
+    idle = sample('idle', meta=RATIO_4, stats=stats_of(1500 * MiB, 476 * MiB))
+    short = sample('short', meta=RATIO_4, stats=stats_of(2 * GiB, 100 * MiB))
+    memory = {'idle': mem(1500 * MiB, 1500 * MiB, True), 'short': mem(2 * GiB, 2 * GiB, True)}
+    policy = policy_class({'idle': 1 * GiB, 'short': 2 * GiB + 310 * MiB})
+    return plan(dataclasses.replace(HOST, available_kib=free), [idle, short], policy, {},
+                memory, dataclasses.replace(SETTINGS, contended_headroom_percent=2.0))
+
+
+def target_of(out: planner.Plan, uuid: str) -> int | None:
+    return next(d.target_kib for d in out.decisions if d.uuid == uuid)
+
+
+def test_a_contended_host_lowers_the_headroom_of_the_others():
+    # 200 MiB free, 309.6 MiB lacking: the idle guest keeps use plus 2 % of
+    # 4 GiB (81.9 MiB), not 409.6 MiB, so it shrinks by the whole 128 MiB step.
+    out = contention_plan(SharingPolicy, free=200 * MiB)
+    assert out.host_contended and not out.host_critical
+    assert out.lacking_kib == pytest.approx(309.6 * MiB, abs=1)
+    assert target_of(out, 'idle') == 1500 * MiB - 128 * MiB
+
+
+def test_a_host_with_room_for_what_guests_lack_is_not_contended():
+    out = contention_plan(SharingPolicy, free=1 * GiB)
+    assert not out.host_contended
+    assert target_of(out, 'idle') == int(1 * GiB + 0.1 * CEILING)
+
+
+def test_a_policy_that_does_not_share_keeps_the_headroom_on_a_contended_host():
+    # The baselines stand for other systems: no contention handling of ours.
+    out = contention_plan(FixedPolicy, free=200 * MiB)
+    assert not out.host_contended
+    assert target_of(out, 'idle') == int(1 * GiB + 0.1 * CEILING)
+
+
+def test_contended_headroom_at_headroom_percent_turns_it_off():
+    idle = sample('idle', meta=RATIO_4, stats=stats_of(1500 * MiB, 476 * MiB))
+    short = sample('short', meta=RATIO_4, stats=stats_of(2 * GiB, 100 * MiB))
+    out = plan(dataclasses.replace(HOST, available_kib=200 * MiB), [idle, short],
+               SharingPolicy({'idle': 1 * GiB}), {},
+               {'idle': mem(1500 * MiB, 1500 * MiB, True), 'short': mem(2 * GiB, 2 * GiB, True)},
+               dataclasses.replace(SETTINGS, contended_headroom_percent=10.0))
+    assert not out.host_contended
+    assert target_of(out, 'idle') == int(1 * GiB + 0.1 * CEILING)
