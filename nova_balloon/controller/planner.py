@@ -16,6 +16,7 @@ idle helps nobody while another swaps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -152,15 +153,48 @@ class Plan:
 Resolved = FlavorPolicy | flavor_policy.PolicyError
 
 
+# Flavor policies resolved: a host has few flavors and every guest is
+# classified every cycle, so each set of balloon keys is parsed once.
+BOUNDS_CACHE_SIZE = 1024
+
+BalloonKeys = tuple[tuple[str, Any], ...]
+
+
 def bounds(extra_specs: Mapping[str, Any] | None, file_entry: Mapping[str, Any] | None,
            defaults: flavor_policy.PolicyDefaults,
            ceiling_kib: int) -> tuple[Resolved, int | None]:
-    """``flavor_policy.resolve`` (with the error returned rather than raised), and its floor."""
+    """``flavor_policy.resolve`` (with the error returned rather than raised), and its floor.
+
+    Only the balloon keys count, so the result is kept by their values
+    (``_resolved``); a value that cannot be a key (a list in the policy file,
+    say) is resolved afresh, to the same answer.
+    """
+    specs, entry = _balloon_keys(extra_specs), _balloon_keys(file_entry)
     try:
-        policy = flavor_policy.resolve(extra_specs, file_entry, defaults, ceiling_kib)
+        return _resolved(specs, entry, defaults, ceiling_kib)
+    except TypeError:  # unhashable value
+        return _resolve(specs, entry, defaults, ceiling_kib)
+
+
+def _balloon_keys(source: Mapping[str, Any] | None) -> BalloonKeys | None:
+    if source is None:
+        return None
+    return tuple((name, source[name]) for name in flavor_policy.KEYS_BY_NAME if name in source)
+
+
+def _resolve(specs: BalloonKeys | None, entry: BalloonKeys | None,
+             defaults: flavor_policy.PolicyDefaults,
+             ceiling_kib: int) -> tuple[Resolved, int | None]:
+    try:
+        policy = flavor_policy.resolve(None if specs is None else dict(specs),
+                                       None if entry is None else dict(entry),
+                                       defaults, ceiling_kib)
     except flavor_policy.PolicyError as exc:
         return exc.with_traceback(None), None
     return policy, policy.floor_kib(ceiling_kib)
+
+
+_resolved = functools.lru_cache(maxsize=BOUNDS_CACHE_SIZE)(_resolve)
 
 
 def classify(sample: GuestSample, policy_file: Mapping[str, Mapping[str, Any]],

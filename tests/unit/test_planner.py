@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 from oslo_config import cfg
 
+from nova_balloon import flavor_policy
 from nova_balloon.conf import balloon
 from nova_balloon.controller import planner
 from nova_balloon.controller.planner import (
@@ -691,3 +692,28 @@ def test_contended_headroom_at_headroom_percent_turns_it_off():
                dataclasses.replace(SETTINGS, contended_headroom_percent=10.0))
     assert not out.host_contended
     assert target_of(out, 'idle') == int(1 * GiB + 0.1 * CEILING)
+
+
+# -- flavor policies, parsed once -------------------------------------------------
+
+DEFAULTS = SETTINGS.defaults
+
+
+def test_a_set_of_balloon_keys_is_resolved_once():
+    # Two guests' metadata, equal balloon keys, other keys differing: one parse.
+    first = {'balloon:overcommit_ratio': '4.0', 'hw:cpu_policy': 'dedicated'}
+    second = {'balloon:overcommit_ratio': '4.0', 'hw:mem_page_size': 'large'}
+    planner.bounds(first, None, DEFAULTS, 4 * GiB)
+    hits = planner._resolved.cache_info().hits
+    assert planner.bounds(second, None, DEFAULTS, 4 * GiB) == \
+        planner.bounds(first, None, DEFAULTS, 4 * GiB)
+    assert planner._resolved.cache_info().hits == hits + 2
+    policy, floor = planner.bounds(second, None, DEFAULTS, 4 * GiB)
+    assert policy.overcommit_ratio == 4.0 and floor == 1 * GiB
+
+
+def test_a_value_that_cannot_be_a_cache_key_is_still_judged():
+    # A list in the policy file is not hashable: resolved afresh, refused all the same.
+    policy, floor = planner.bounds(None, {'balloon:shares': [1000]}, DEFAULTS, 4 * GiB)
+    assert isinstance(policy, flavor_policy.PolicyError) and floor is None
+    assert 'balloon:shares' in str(policy)
