@@ -33,7 +33,7 @@ from nova_balloon.model import (
     RunState,
 )
 from nova_balloon.policies import Policy
-from nova_balloon.safety import SafetyLimits, guard
+from nova_balloon.safety import SafetyLimits, guard, is_short
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB, unresponsive_reason
 
 # Statistics count as fresh for this many stats periods plus one cycle.
@@ -452,22 +452,20 @@ def _new_run_decision(item: Classified) -> Decision:
 
 
 def lacking_kib(views: Iterable[GuestView], limits: SafetyLimits) -> int:
-    """What the guests short of free memory lack: each one's use plus headroom
-    above what it has or grows to.
+    """What the guests short of free memory lack: each one's use plus headroom,
+    up to its ceiling, above what it has or grows to.
 
-    A guest is short as the safety rules count it (less free memory than its
-    headroom, or a balloon it deflated on OOM); one whose use is not known
-    now lacks nothing that can be told.
+    A guest is short as the safety rules count it (``is_short``); one whose
+    use is not known now lacks nothing that can be told, and one at its full
+    memory nothing a balloon can give.
     """
     lacking = 0
     for view in views:
         if view.demand_kib is None or not view.stats_fresh or view.unresponsive:
             continue
-        headroom = limits.headroom_for(view)
-        short = view.deflated_on_oom or (
-            view.usable_kib is not None and view.usable_kib < headroom)
-        if short:
-            lacking += max(0, view.demand_kib + headroom - view.current_kib)
+        if is_short(view, limits):
+            wanted = min(view.ceiling_kib, view.demand_kib + limits.headroom_for(view))
+            lacking += max(0, wanted - view.current_kib)
     return lacking
 
 

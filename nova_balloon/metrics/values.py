@@ -15,7 +15,7 @@ from typing import NamedTuple
 from nova_balloon.controller.cycle import CycleReport
 from nova_balloon.controller.planner import Classified, Plan
 from nova_balloon.model import GuestView, RunState
-from nova_balloon.safety import SafetyLimits
+from nova_balloon.safety import SafetyLimits, is_short
 from nova_balloon.safety.responsiveness import SETTLE_TOLERANCE_KIB
 
 
@@ -122,8 +122,7 @@ def guest_state(view: GuestView | None, limits: SafetyLimits) -> GuestState:
         return GuestState.UNRESPONSIVE
     if view.actual_kib >= view.ceiling_kib - SETTLE_TOLERANCE_KIB:
         return GuestState.MANAGED
-    if view.deflated_on_oom or (view.usable_kib is not None
-                                and view.usable_kib < limits.headroom_for(view)):
+    if is_short(view, limits):
         return GuestState.SHORT
     return GuestState.MANAGED
 

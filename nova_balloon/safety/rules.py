@@ -52,6 +52,13 @@ class SafetyLimits:
                    dead_band_kib=group.dead_band_mb * KIB_PER_MIB)
 
 
+def is_short(guest: GuestView, limits: SafetyLimits) -> bool:
+    """The rules' "short": less free memory than its headroom, or a balloon the
+    guest deflated on OOM. Its growth is never held back by the dead band."""
+    return guest.deflated_on_oom or (
+        guest.usable_kib is not None and guest.usable_kib < limits.headroom_for(guest))
+
+
 def _shrink_blocker(guest: GuestView) -> Note | None:
     if not guest.stats_fresh:
         return ('no shrink: statistics are stale',)
@@ -134,6 +141,4 @@ def _inside_dead_band(guest: GuestView, current: int, target: int,
         return False
     if not guest.floor_kib <= current <= guest.ceiling_kib or target == guest.ceiling_kib:
         return False
-    short = guest.deflated_on_oom or (
-        guest.usable_kib is not None and guest.usable_kib < limits.headroom_for(guest))
-    return not (target > current and short)
+    return not (target > current and is_short(guest, limits))

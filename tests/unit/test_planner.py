@@ -717,3 +717,16 @@ def test_a_value_that_cannot_be_a_cache_key_is_still_judged():
     policy, floor = planner.bounds(None, {'balloon:shares': [1000]}, DEFAULTS, 4 * GiB)
     assert isinstance(policy, flavor_policy.PolicyError) and floor is None
     assert 'balloon:shares' in str(policy)
+
+
+def test_a_busy_guest_at_its_full_memory_lacks_nothing_a_balloon_can_give():
+    # 100 MiB free of its whole 4 GiB: short, but it cannot grow; the host is
+    # not contended for it and the idle guest keeps its full headroom.
+    idle = sample('idle', meta=RATIO_4, stats=stats_of(1500 * MiB, 476 * MiB))
+    full = sample('full', meta=RATIO_4, stats=stats_of(CEILING, 100 * MiB))
+    memory = {'idle': mem(1500 * MiB, 1500 * MiB, True), 'full': mem(CEILING, CEILING, False)}
+    out = plan(dataclasses.replace(HOST, available_kib=200 * MiB), [idle, full],
+               SharingPolicy({'idle': 1 * GiB}), {}, memory,
+               dataclasses.replace(SETTINGS, contended_headroom_percent=2.0))
+    assert out.lacking_kib == 0 and not out.host_contended
+    assert target_of(out, 'idle') == int(1 * GiB + 0.1 * CEILING)
